@@ -117,6 +117,9 @@ pub struct Machine {
     pub cpu_model: String,
     pub mem_gib: f64,
     pub kernel: String,
+    /// /proc/loadavg when the report was made: other work on the machine
+    /// skews every figure, so say how busy it was.
+    pub loadavg: String,
 }
 
 impl Machine {
@@ -141,6 +144,12 @@ impl Machine {
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
+            loadavg: std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 }
