@@ -236,30 +236,37 @@ impl Conn {
         let mut stats = ctx.stats.borrow_mut();
         let msgs_before = stats.total.msgs;
         let data = &buf[..lo + n];
-        let mut pos = 0;
-        let mut step = Step::Continue;
-        loop {
-            match frame::parse(&data[pos..]) {
-                Ok(Some((f, used))) => {
-                    pos += used;
-                    if let Some(s) = self.on_frame(f, used, &mut stats, now_ns, measuring) {
-                        step = s;
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    step = Step::Failed(format!("bad frame: {e:?}"));
-                    break;
-                }
-            }
-        }
+        let (pos, step) = self.account(data, &mut stats, now_ns, measuring);
         self.leftover.clear();
         self.leftover.extend_from_slice(&data[pos..]);
         ctx.shared
             .msgs
             .fetch_add(stats.total.msgs - msgs_before, Relaxed);
         step
+    }
+
+    /// Accounts every complete frame at the start of `data`; returns how
+    /// many bytes they took and whether the connection must end.
+    fn account(
+        &mut self,
+        data: &[u8],
+        stats: &mut WorkerStats,
+        now_ns: u64,
+        measuring: bool,
+    ) -> (usize, Step) {
+        let mut pos = 0;
+        loop {
+            match frame::parse(&data[pos..]) {
+                Ok(Some((f, used))) => {
+                    pos += used;
+                    if let Some(s) = self.on_frame(f, used, stats, now_ns, measuring) {
+                        return (pos, s);
+                    }
+                }
+                Ok(None) => return (pos, Step::Continue),
+                Err(e) => return (pos, Step::Failed(format!("bad frame: {e:?}"))),
+            }
+        }
     }
 
     /// Accounts one frame; returns a step when the connection must end.
@@ -322,6 +329,34 @@ impl Conn {
             _ => stats.on_control(len, measuring),
         }
         None
+    }
+}
+
+/// The receive path without a socket, for benchmarks: accounts every frame
+/// in `data` as one connection would and returns the bytes consumed.
+pub struct BenchConn(Conn);
+
+impl BenchConn {
+    pub fn new() -> BenchConn {
+        BenchConn(Conn {
+            seqs: SeqTracker::default(),
+            leftover: Vec::new(),
+            fragments: Vec::new(),
+            out: Vec::new(),
+            sent_close: false,
+            record_latency: true,
+            mask_seed: 1,
+        })
+    }
+
+    pub fn account(&mut self, data: &[u8], stats: &mut WorkerStats, now_ns: u64) -> usize {
+        self.0.account(data, stats, now_ns, true).0
+    }
+}
+
+impl Default for BenchConn {
+    fn default() -> Self {
+        BenchConn::new()
     }
 }
 
