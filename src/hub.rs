@@ -200,6 +200,12 @@ impl Sessions {
         self.len() == 0
     }
 
+    /// Frames and bytes waiting in each open session's outbox.
+    pub fn backlogs(&self) -> Vec<(usize, usize)> {
+        let outboxes: Vec<_> = self.lock().by_id.values().cloned().collect();
+        outboxes.iter().map(|o| o.backlog()).collect()
+    }
+
     /// Refuses new sessions and closes every open one with 1001.
     pub fn close_all(&self) {
         let outboxes: Vec<_> = {

@@ -93,6 +93,10 @@ impl Server {
         &self.ctx.hub
     }
 
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.ctx.sessions
+    }
+
     /// Serves until shutdown is triggered, then closes every session.
     pub async fn run(self) -> io::Result<()> {
         let Server {
