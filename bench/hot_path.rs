@@ -142,7 +142,7 @@ fn publish_to_subscribers(bencher: Bencher, subscribers: usize) {
         .bench_local(|| {
             tick.seq += 1;
             hub.publish(&tick);
-            if tick.seq % 64 == 0 {
+            if tick.seq.is_multiple_of(64) {
                 for o in &outboxes {
                     let _ = o.poll_next(&mut cx, &mut batch);
                     batch.clear();
