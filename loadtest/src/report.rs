@@ -339,8 +339,7 @@ mod tests {
         assert!(text.contains("#[Max     =        1.000, Total count    =         1000]"));
         let last_count: u64 = text
             .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
             .unwrap()
             .split_whitespace()
             .nth(2)

@@ -113,11 +113,11 @@ pub fn run(plan: &RunPlan, watch: Option<&ServerWatch>) -> anyhow::Result<RunRep
     // Ramp: connection i is due at i / ramp seconds.
     let start = Instant::now();
     // Stalled connections are spread evenly through the ramp.
-    let stall_every = if plan.stalled > 0 {
-        plan.connections / plan.stalled
-    } else {
-        u32::MAX
-    };
+    let stall_every = plan
+        .connections
+        .checked_div(plan.stalled)
+        .unwrap_or(u32::MAX)
+        .max(1);
     for i in 0..plan.connections {
         let due = start + Duration::from_secs_f64(i as f64 / plan.ramp);
         while Instant::now() < due {
