@@ -12,7 +12,7 @@
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -75,14 +75,9 @@ fn main() -> std::io::Result<()> {
         conns: Vec::new(),
         by_symbol: vec![Vec::new(); universe.len()],
     }));
-    {
-        let (u, r, seed) = (universe.clone(), registry.clone(), a.seed);
-        std::thread::Builder::new()
-            .name("feed".into())
-            .spawn(move || feed(&u, &r, seed))?;
-    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
+        tokio::spawn(feed(universe.clone(), registry.clone(), a.seed));
         let addr: std::net::SocketAddr = a.listen.parse().expect("--listen ADDR");
         let sock = TcpSocket::new_v4()?;
         sock.set_reuseaddr(true)?;
@@ -103,50 +98,56 @@ fn wall_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The feed thread: sleeps until the next tick is due, encodes each due tick
-/// once, and hands every subscriber its share with one lock per connection.
-fn feed(universe: &Universe, registry: &Mutex<Registry>, seed: u64) {
-    let mut gen = Generator::new(universe, seed);
-    let start = Instant::now();
+/// The feed task: sleeps on the tokio timer until the next tick is due (the
+/// same cadence as tickwire's feed, so both publish the same batches),
+/// encodes each due tick once, and hands every subscriber its share of the
+/// batch with one lock and at most one wake-up per connection.
+async fn feed(universe: Arc<Universe>, registry: Arc<Mutex<Registry>>, seed: u64) {
+    let mut gen = Generator::new(&universe, seed);
+    let start = tokio::time::Instant::now();
     let mut frames: Vec<TickFrame> = Vec::new();
     let mut staged: Vec<Vec<Bytes>> = Vec::new();
     let mut touched: Vec<usize> = Vec::new();
     loop {
-        let due = Duration::from_nanos(gen.next_due());
-        let now = start.elapsed();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
         let now_ns = start.elapsed().as_nanos() as u64;
         frames.clear();
         gen.advance(now_ns, wall_us(), |t| {
             frames.push(TickFrame::encode(t, universe.get(t.sym), TickKind::Tick))
         });
-        let reg = registry.lock().unwrap();
-        if staged.len() < reg.conns.len() {
-            staged.resize_with(reg.conns.len(), Vec::new);
-        }
-        for f in &frames {
-            for &c in &reg.by_symbol[f.sym as usize] {
-                if staged[c].is_empty() {
-                    touched.push(c);
-                }
-                staged[c].push(f.bytes.clone());
+        {
+            let reg = registry.lock().unwrap();
+            if staged.len() < reg.conns.len() {
+                staged.resize_with(reg.conns.len(), Vec::new);
             }
-        }
-        for &c in &touched {
-            if let Some(conn) = &reg.conns[c] {
-                let mut q = conn.queue.lock().unwrap();
-                let was_empty = q.is_empty();
-                q.append(&mut staged[c]);
-                drop(q);
-                if was_empty {
-                    conn.wake.notify_one();
+            for f in &frames {
+                for &c in &reg.by_symbol[f.sym as usize] {
+                    if staged[c].is_empty() {
+                        touched.push(c);
+                    }
+                    staged[c].push(f.bytes.clone());
                 }
             }
-            staged[c].clear();
+            for &c in &touched {
+                if let Some(conn) = &reg.conns[c] {
+                    let mut q = conn.queue.lock().unwrap();
+                    let was_empty = q.is_empty();
+                    q.append(&mut staged[c]);
+                    drop(q);
+                    if was_empty {
+                        conn.wake.notify_one();
+                    }
+                }
+                staged[c].clear();
+            }
+            touched.clear();
         }
-        touched.clear();
+        let next = gen.next_due();
+        if next <= start.elapsed().as_nanos() as u64 {
+            // Behind schedule: let the writers run, then catch up.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::time::sleep_until(start + Duration::from_nanos(next)).await;
     }
 }
 
