@@ -75,7 +75,9 @@ fn main() -> std::io::Result<()> {
         conns: Vec::new(),
         by_symbol: vec![Vec::new(); universe.len()],
     }));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         tokio::spawn(feed(universe.clone(), registry.clone(), a.seed));
         let addr: std::net::SocketAddr = a.listen.parse().expect("--listen ADDR");
@@ -95,7 +97,9 @@ fn main() -> std::io::Result<()> {
 }
 
 fn wall_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The feed task: sleeps on the tokio timer until the next tick is due (the
@@ -151,13 +155,19 @@ async fn feed(universe: Arc<Universe>, registry: Arc<Mutex<Registry>>, seed: u64
     }
 }
 
-async fn serve(mut stream: TcpStream, universe: Arc<Universe>, registry: Arc<Mutex<Registry>>) -> std::io::Result<()> {
+async fn serve(
+    mut stream: TcpStream,
+    universe: Arc<Universe>,
+    registry: Arc<Mutex<Registry>>,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let leftover = upgrade(&mut stream).await?;
     let (mut rd, wr) = stream.into_split();
     let mut buf = leftover;
     let sub = read_client_frame(&mut rd, &mut buf).await?;
-    let Some((0x1, payload)) = sub else { return Ok(()) };
+    let Some((0x1, payload)) = sub else {
+        return Ok(());
+    };
     let wanted = parse_symbols(&payload, &universe);
     let conn = Arc::new(Conn {
         queue: Mutex::new(Vec::new()),
@@ -166,7 +176,11 @@ async fn serve(mut stream: TcpStream, universe: Arc<Universe>, registry: Arc<Mut
     });
     let slot = {
         let mut reg = registry.lock().unwrap();
-        let slot = reg.conns.iter().position(|c| c.is_none()).unwrap_or(reg.conns.len());
+        let slot = reg
+            .conns
+            .iter()
+            .position(|c| c.is_none())
+            .unwrap_or(reg.conns.len());
         if slot == reg.conns.len() {
             reg.conns.push(None);
         }
@@ -261,7 +275,9 @@ async fn upgrade(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case("sec-websocket-key").then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_string())
         })
         .ok_or(std::io::ErrorKind::InvalidData)?;
     let mut sha = Sha1::new();
@@ -276,23 +292,37 @@ async fn upgrade(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 }
 
 /// Reads one (masked) client frame: opcode and unmasked payload.
-async fn read_client_frame(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+async fn read_client_frame(
+    rd: &mut OwnedReadHalf,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<(u8, Vec<u8>)>> {
     loop {
         if buf.len() >= 2 {
             let op = buf[0] & 0x0f;
             let masked = buf[1] & 0x80 != 0;
             let (len, mut at) = match buf[1] & 0x7f {
                 126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-                127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+                127 if buf.len() >= 10 => (
+                    u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
                 126 | 127 => (usize::MAX, 0),
                 n => (n as usize, 2),
             };
             if len != usize::MAX {
                 let mask_len = if masked { 4 } else { 0 };
                 if buf.len() >= at + mask_len + len {
-                    let mask: [u8; 4] = if masked { buf[at..at + 4].try_into().unwrap() } else { [0; 4] };
+                    let mask: [u8; 4] = if masked {
+                        buf[at..at + 4].try_into().unwrap()
+                    } else {
+                        [0; 4]
+                    };
                     at += mask_len;
-                    let payload: Vec<u8> = buf[at..at + len].iter().enumerate().map(|(i, b)| b ^ mask[i & 3]).collect();
+                    let payload: Vec<u8> = buf[at..at + len]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| b ^ mask[i & 3])
+                        .collect();
                     buf.drain(..at + len);
                     return Ok(Some((op, payload)));
                 }

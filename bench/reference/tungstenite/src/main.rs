@@ -36,14 +36,22 @@ fn main() -> std::io::Result<()> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
 
     let universe = Arc::new(Universe::synthetic(symbols, rate));
-    let channels: Arc<Vec<broadcast::Sender<Utf8Bytes>>> =
-        Arc::new((0..symbols).map(|_| broadcast::channel(CHANNEL_CAPACITY).0).collect());
+    let channels: Arc<Vec<broadcast::Sender<Utf8Bytes>>> = Arc::new(
+        (0..symbols)
+            .map(|_| broadcast::channel(CHANNEL_CAPACITY).0)
+            .collect(),
+    );
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         tokio::spawn(feed(universe.clone(), channels.clone(), seed));
         let listener = TcpListener::bind(&listen).await?;
-        println!("tungstenite-ref listening on http://{}", listener.local_addr()?);
+        println!(
+            "tungstenite-ref listening on http://{}",
+            listener.local_addr()?
+        );
         loop {
             let (stream, _) = listener.accept().await?;
             tokio::spawn(serve(stream, universe.clone(), channels.clone()));
@@ -52,12 +60,18 @@ fn main() -> std::io::Result<()> {
 }
 
 fn wall_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Sleeps until the next tick is due (tokio timer), then publishes every due
 /// tick on its symbol's channel.
-async fn feed(universe: Arc<Universe>, channels: Arc<Vec<broadcast::Sender<Utf8Bytes>>>, seed: u64) {
+async fn feed(
+    universe: Arc<Universe>,
+    channels: Arc<Vec<broadcast::Sender<Utf8Bytes>>>,
+    seed: u64,
+) {
     let mut gen = Generator::new(&universe, seed);
     let start = Instant::now();
     let mut json = Vec::with_capacity(256);
@@ -74,7 +88,11 @@ async fn feed(universe: Arc<Universe>, channels: Arc<Vec<broadcast::Sender<Utf8B
     }
 }
 
-async fn serve(stream: TcpStream, universe: Arc<Universe>, channels: Arc<Vec<broadcast::Sender<Utf8Bytes>>>) {
+async fn serve(
+    stream: TcpStream,
+    universe: Arc<Universe>,
+    channels: Arc<Vec<broadcast::Sender<Utf8Bytes>>>,
+) {
     let _ = stream.set_nodelay(true);
     let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
@@ -132,5 +150,8 @@ fn subscribed(text: &str, universe: &Universe) -> Vec<u32> {
     if names.iter().any(|n| n == "*") {
         return (0..universe.len() as u32).collect();
     }
-    names.iter().filter_map(|n| universe.id_of(n.as_str()?)).collect()
+    names
+        .iter()
+        .filter_map(|n| universe.id_of(n.as_str()?))
+        .collect()
 }
