@@ -459,15 +459,12 @@ impl Reader {
                     let mut text = self.fragments.take().expect("checked above");
                     if std::str::from_utf8(&text).is_err() {
                         self.close(1007, DisconnectReason::InvalidPayload);
-                        return;
+                    } else {
+                        self.on_text(&mut text);
                     }
-                    self.on_text(&mut text);
                 }
             }
-            OpCode::Binary => {
-                self.close(1003, DisconnectReason::UnsupportedData);
-                return;
-            }
+            OpCode::Binary => self.close(1003, DisconnectReason::UnsupportedData),
             OpCode::Close | OpCode::Ping | OpCode::Pong => {}
         }
     }
