@@ -468,9 +468,19 @@ impl Reader {
     }
 
     fn on_text(&mut self, text: &mut [u8]) {
+        let buffers = self
+            .buffers
+            .get_or_insert_with(|| simd_json::Buffers::new(text.len()));
+        let request = protocol::parse_request(text, buffers);
         if !self.requests.take() {
+            // Parsed anyway (a few hundred ns) so the error can name the
+            // request it refuses; the error budget bounds such storms.
+            let id = match &request {
+                Ok(r) => r.id().cloned(),
+                Err(e) => e.id.clone(),
+            };
             self.reply_error(RequestError::new(
-                None,
+                id,
                 ErrorCode::RateLimited,
                 format!(
                     "more than {} control messages per second; this one was ignored",
@@ -479,10 +489,7 @@ impl Reader {
             ));
             return;
         }
-        let buffers = self
-            .buffers
-            .get_or_insert_with(|| simd_json::Buffers::new(text.len()));
-        match protocol::parse_request(text, buffers) {
+        match request {
             Ok(Request::Subscribe { id, symbols }) => {
                 if let Some(e) = self.session.subscribe(id, symbols) {
                     self.reply_error(e);
