@@ -201,6 +201,7 @@
       const sock = new WebSocket(proto + "//" + location.host + "/ws?policy=conflate");
       ws = sock;
       sock.onopen = () => {
+        lastMessageAt = Date.now();
         debug.connects++;
         setState("live");
         for (const q of quotes.values()) { q.stale = true; q.prevPx = null; }
@@ -208,7 +209,7 @@
         if (selection.length) subscribe(selection);
         ping();
       };
-      sock.onmessage = (ev) => onMessage(ev.data);
+      sock.onmessage = (ev) => { lastMessageAt = Date.now(); onMessage(ev.data); };
       sock.onclose = () => {
         if (ws !== sock) return;
         ws = null;
@@ -243,6 +244,20 @@
       sideDirty = true;
     }
     function onSubscribed() { attempt = 0; }
+    // The server sends a heartbeat after 5 s of silence and we ping every
+    // 5 s, so 15 s without any message means a dead (half-open) connection.
+    let lastMessageAt = Date.now();
+    setInterval(() => {
+      if (state === "live" && ws && Date.now() - lastMessageAt > 15000) {
+        const dead = ws;
+        ws = null;
+        dead.onopen = dead.onclose = dead.onmessage = dead.onerror = null;
+        try { dead.close(); } catch (e) { /* ignore */ }
+        for (const q of quotes.values()) { q.stale = true; dirty.add(q.sym); }
+        debug.subscribed.clear();
+        scheduleRetry();
+      }
+    }, 1000);
     clearInterval(pingTimer);
     pingTimer = setInterval(ping, 5000);
     setInterval(() => { if (state === "reconnecting") paintCountdown(); }, 250);
@@ -277,10 +292,6 @@
         conn.onPong(m);
         break;
       case "error":
-        if (m.code === "unknown_symbol") {
-          const bad = selection.filter((s) => (m.message || "").includes(s));
-          if (bad.length) removeSymbols(bad);
-        }
         toast((m.code || "error") + ": " + (m.message || ""));
         break;
       default:
@@ -427,15 +438,17 @@
     ctx.fillStyle = COLOR.muted;
     ctx.textAlign = "left";
     const f = fmt(dec);
+    const lastY = y(px[px.length - 1]);
     for (let i = 0; i <= 4; i++) {
       const v = lo + ((hi - lo) * i) / 4;
       const yy = Math.round(y(v)) + 0.5;
       ctx.beginPath(); ctx.moveTo(0, yy); ctx.lineTo(plotW, yy); ctx.stroke();
-      ctx.fillText(f.format(v), plotW + 6, yy);
+      if (Math.abs(yy - lastY) > 14) ctx.fillText(f.format(v), plotW + 6, yy);
     }
     // time axis: a tick every 30 s, labelled with seconds ago
     ctx.textAlign = "center";
-    for (let s = 0; s <= spanS; s += spanS / 4) {
+    const step = spanS <= 30 ? 10 : 30;
+    for (let s = 0; s <= spanS; s += step) {
       const xx = x(tEnd - s * 1000);
       ctx.fillText(s === 0 ? "now" : "−" + Math.round(s) + "s", Math.min(Math.max(xx, 16), plotW - 14), h - 7);
     }
@@ -702,7 +715,7 @@
     el.e2eP99.textContent = fmtUs(e2e.p99);
     el.e2eN.textContent = fmtCount(e2e.n);
     el.clockOffset.textContent = clockOffsetUs == null ? "" :
-      "Ping estimate of the server clock minus this one: " + (clockOffsetUs >= 0 ? "+" : "−") + fmtUs(Math.abs(clockOffsetUs)) + " (RTT " + fmtUs(rttUs) + ").";
+      "Ping-estimated skew: " + (clockOffsetUs >= 0 ? "+" : "−") + fmtUs(Math.abs(clockOffsetUs)) + ".";
     drawSeries(el.e2eChart, [
       { label: "p50", data: e2eSeries.p50, color: COLOR.accent, fmt: fmtUs, fill: true },
       { label: "p99", data: e2eSeries.p99, color: COLOR.warn, fmt: fmtUs },
