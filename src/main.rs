@@ -1,1 +1,72 @@
-fn main(){}
+use std::process::ExitCode;
+
+use clap::Parser;
+use tickwire::config::Config;
+use tickwire::server::Server;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+
+    // Every connection is a file descriptor: take all the kernel allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if (n as usize) < config.max_connections + 64 => tracing::warn!(
+            "open-file limit is {n}, below --max-connections {}; connects beyond it will fail (raise `ulimit -Hn`)",
+            config.max_connections
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = config.threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = match runtime.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tickwire: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tickwire: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = server.local_addr();
+        println!("tickwire listening on http://{addr}");
+        println!("  dashboard  http://{addr}/");
+        println!("  websocket  ws://{addr}/ws?symbols=AAPL,MSFT");
+        println!("  metrics    http://{addr}/metrics   stats http://{addr}/api/stats");
+        let shutdown = server.shutdown_handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received; closing every connection with 1001");
+            shutdown.trigger();
+        });
+        match server.run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tickwire: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -130,7 +130,9 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
 #[derive(Debug, Clone)]
 pub struct TickFrame {
     pub sym: SymbolId,
-    pub ts_us: u64,
+    /// Generation time in nanoseconds since the Unix epoch (the wire carries
+    /// microseconds), for the server-side latency histogram.
+    pub ts_ns: u64,
     pub bytes: Bytes,
 }
 
@@ -141,7 +143,7 @@ impl TickFrame {
         write_json(&mut buf, tick, ins, kind);
         TickFrame {
             sym: tick.sym,
-            ts_us: tick.ts_us,
+            ts_ns: tick.ts_us * 1000,
             bytes: finish_frame(buf, OPCODE_TEXT),
         }
     }

@@ -122,7 +122,7 @@ mod tests {
         let u = Universe::synthetic(20, 100.0);
         let mut gen = Generator::new(&u, 42);
         let ticks = run(&mut gen, 60, 7);
-        let mut counts = vec![0u64; 20];
+        let mut counts = [0u64; 20];
         for t in &ticks {
             counts[t.sym as usize] += 1;
         }

@@ -24,7 +24,10 @@ pub enum FeedError {
         source: std::io::Error,
     },
     #[error("feed file {path} is not valid: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("instrument {symbol}: {problem}")]
     Instrument { symbol: String, problem: String },
     #[error("the feed has no instruments")]
@@ -190,7 +193,10 @@ impl Universe {
         }
         let mut by_symbol = HashMap::with_capacity(instruments.len());
         for (i, ins) in instruments.iter().enumerate() {
-            if by_symbol.insert(ins.symbol.clone(), i as SymbolId).is_some() {
+            if by_symbol
+                .insert(ins.symbol.clone(), i as SymbolId)
+                .is_some()
+            {
                 return Err(FeedError::Duplicate(ins.symbol.clone()));
             }
         }
@@ -248,10 +254,13 @@ impl TryFrom<InstrumentSpec> for Instrument {
                 "symbol must be 1-32 characters of A-Z, a-z, 0-9 and . _ - / :",
             ));
         }
-        if !(s.tick_size > 0.0) || !(s.lot_size > 0.0) || !(s.price > 0.0) {
+        if [s.tick_size, s.lot_size, s.price]
+            .iter()
+            .any(|v| v.is_nan() || *v <= 0.0)
+        {
             return Err(bad("price, tick_size and lot_size must be positive"));
         }
-        if !(s.rate > 0.0 && s.rate <= 1_000_000.0) {
+        if s.rate.is_nan() || s.rate <= 0.0 || s.rate > 1_000_000.0 {
             return Err(bad("rate must be in (0, 1000000] trades per second"));
         }
         if !(0.0..=10.0).contains(&s.volatility) {
@@ -260,8 +269,8 @@ impl TryFrom<InstrumentSpec> for Instrument {
         if s.spread_ticks == 0 || s.max_lots == 0 {
             return Err(bad("spread_ticks and max_lots must be at least 1"));
         }
-        let price_decimals = decimals_of(s.tick_size)
-            .ok_or_else(|| bad("tick_size needs more than 9 decimals"))?;
+        let price_decimals =
+            decimals_of(s.tick_size).ok_or_else(|| bad("tick_size needs more than 9 decimals"))?;
         let qty_decimals =
             decimals_of(s.lot_size).ok_or_else(|| bad("lot_size needs more than 9 decimals"))?;
         let price_scale = 10f64.powi(price_decimals as i32);

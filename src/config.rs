@@ -1,0 +1,153 @@
+//! Every knob of a tickwire process, from flags or `TICKWIRE_*` variables.
+//!
+//! One [`Config`] is parsed at start and shared read-only; tests build theirs
+//! with `Config::parse_from([...])`, so there is a single source of defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::feed::{FeedError, Universe};
+
+/// What the server does when a client cannot keep up with its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Policy {
+    /// Keep only the newest undelivered tick of each symbol; the seq jump
+    /// tells the client what it skipped.
+    #[default]
+    Conflate,
+    /// Close the connection with 1008 "slow consumer".
+    Disconnect,
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Option<Policy> {
+        match s {
+            "conflate" => Some(Policy::Conflate),
+            "disconnect" => Some(Policy::Disconnect),
+            _ => None,
+        }
+    }
+}
+
+fn secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v <= 86_400.0) {
+        return Err(format!("{s} s is outside (0, 86400]"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tickwire",
+    version,
+    about = "Streams simulated market data to WebSocket clients with low latency",
+    after_help = "Connect with a WebSocket client to ws://ADDR/ws?symbols=AAPL,MSFT or open http://ADDR/ in a browser.\nEvery flag can also be set with the environment variable shown."
+)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "TICKWIRE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Feed file (TOML) describing the instruments; default: the embedded
+    /// feeds/demo.toml.
+    #[arg(long, env = "TICKWIRE_FEED", conflicts_with = "synthetic")]
+    pub feed: Option<PathBuf>,
+
+    /// Seed of the price and arrival processes; the same seed replays the same
+    /// ticks. Default: random.
+    #[arg(long, env = "TICKWIRE_SEED")]
+    pub seed: Option<u64>,
+
+    /// Replace the feed with COUNT symbols named S0..S{COUNT-1}.
+    #[arg(long, env = "TICKWIRE_SYNTHETIC", value_name = "COUNT",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub synthetic: Option<u32>,
+
+    /// Ticks per second of each synthetic symbol.
+    #[arg(
+        long,
+        env = "TICKWIRE_RATE",
+        default_value_t = 10.0,
+        requires = "synthetic"
+    )]
+    pub rate: f64,
+
+    /// Slow-consumer policy of connections that do not ask for one.
+    #[arg(long, env = "TICKWIRE_POLICY", value_enum, default_value_t = Policy::Conflate)]
+    pub policy: Policy,
+
+    /// Most messages waiting in one connection's queue before its policy applies.
+    #[arg(long, env = "TICKWIRE_QUEUE_MAX_MSGS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(16..))]
+    pub queue_max_msgs: u32,
+
+    /// Most bytes waiting in one connection's queue before its policy applies.
+    #[arg(long, env = "TICKWIRE_QUEUE_MAX_BYTES", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub queue_max_bytes: u64,
+
+    /// Most open WebSocket connections; more are refused with HTTP 503.
+    #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS", default_value_t = 16_000)]
+    pub max_connections: usize,
+
+    /// Most symbols one connection may follow.
+    #[arg(long, env = "TICKWIRE_MAX_SYMBOLS", default_value_t = 1024)]
+    pub max_symbols: usize,
+
+    /// Control messages a connection may send per second (bursts of twice
+    /// that are allowed); more get `rate_limited`.
+    #[arg(long, env = "TICKWIRE_CONTROL_RATE", default_value_t = 10)]
+    pub control_rate: u32,
+
+    /// Largest message a client may send, in bytes; larger ones get close 1009.
+    #[arg(long, env = "TICKWIRE_MAX_MESSAGE", default_value_t = 4096)]
+    pub max_message: usize,
+
+    /// Errors a connection may cause in a row of 10 s before it is closed
+    /// with 1008.
+    #[arg(long, env = "TICKWIRE_MAX_ERRORS", default_value_t = 20)]
+    pub max_errors: u32,
+
+    /// Seconds of silence towards a client before a heartbeat message.
+    #[arg(long, env = "TICKWIRE_HEARTBEAT", default_value = "5", value_parser = secs)]
+    pub heartbeat: Duration,
+
+    /// Seconds between ping frames.
+    #[arg(long, env = "TICKWIRE_PING", default_value = "20", value_parser = secs)]
+    pub ping: Duration,
+
+    /// Seconds without any frame from a client (pongs count) before it is closed.
+    #[arg(long, env = "TICKWIRE_IDLE_TIMEOUT", default_value = "60", value_parser = secs)]
+    pub idle_timeout: Duration,
+
+    /// Seconds between the one-line summaries in the log.
+    #[arg(long, env = "TICKWIRE_SUMMARY", default_value = "10", value_parser = secs)]
+    pub summary: Duration,
+
+    /// Listen backlog: connects the kernel queues before accept.
+    #[arg(long, env = "TICKWIRE_BACKLOG", default_value_t = 4096)]
+    pub backlog: u32,
+
+    /// Worker threads of the runtime (default: one per core).
+    #[arg(long, env = "TICKWIRE_THREADS")]
+    pub threads: Option<usize>,
+}
+
+impl Config {
+    /// The universe this configuration asks for.
+    pub fn universe(&self) -> Result<Universe, FeedError> {
+        if let Some(count) = self.synthetic {
+            return Ok(Universe::synthetic(count, self.rate));
+        }
+        match &self.feed {
+            Some(path) => Universe::load(path),
+            None => Ok(Universe::demo()),
+        }
+    }
+}

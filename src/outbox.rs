@@ -1,0 +1,462 @@
+//! A connection's bounded outbound queue, and what happens when it is full.
+//!
+//! The feed task pushes shared tick frames in ([`Outbox::push_tick`]); the
+//! connection's writer task takes everything queued in one go
+//! ([`Outbox::next`]) and writes it with one vectored syscall. The lock is per
+//! connection and held for a push or a swap, never across I/O.
+//!
+//! Limits: at most `max_msgs` frames and `max_bytes` bytes of ticks wait in the
+//! queue. At the limit the connection's [`Policy`] decides:
+//! - `Conflate`: the tick goes to a one-slot-per-symbol overflow map, replacing
+//!   an older undelivered tick of the same symbol (counted as conflated). The
+//!   writer sends the overflow right after the queue, so each symbol stays in
+//!   seq order and the client sees a seq jump where ticks were skipped. Worst
+//!   case memory: the queue bound plus one frame per subscribed symbol.
+//! - `Disconnect`: the queue is dropped and the connection closes with 1008
+//!   "slow consumer".
+//!
+//! Control frames (replies, snapshots, pongs) are never dropped or conflated;
+//! a client that lets more than twice `max_bytes` pile up without reading is a
+//! slow consumer under either policy.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+use crate::config::Policy;
+use crate::feed::SymbolId;
+use crate::metrics::{DisconnectReason, Metrics};
+use crate::tick::{close_frame, TickFrame};
+
+/// What a queued frame is, for accounting once it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A live tick; `ts_ns` is its generation time.
+    Tick { ts_ns: u64 },
+    /// Any other text message (replies, snapshots, heartbeats).
+    Text,
+    /// A control frame (ping, pong).
+    Control,
+}
+
+/// Frame bytes waiting to be written, shared with other connections.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub bytes: Bytes,
+    pub kind: Kind,
+}
+
+/// Queue bounds of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_msgs: usize,
+    pub max_bytes: usize,
+}
+
+/// Why a connection is closing, and what to send before it ends.
+#[derive(Debug, Clone)]
+pub struct Closing {
+    /// Queued frames still owed to the client before the close frame (the
+    /// replies that explain a protocol close); empty for slow consumers and
+    /// shutdown, whose queues are dropped.
+    pub flush: VecDeque<Outgoing>,
+    /// The close frame; empty when the peer is already gone.
+    pub frame: Bytes,
+    pub reason: DisconnectReason,
+}
+
+impl Closing {
+    /// Hands out the close, moving the frames to flush to the caller.
+    fn take(&mut self) -> Closing {
+        Closing {
+            flush: std::mem::take(&mut self.flush),
+            frame: self.frame.clone(),
+            reason: self.reason,
+        }
+    }
+}
+
+/// What the writer gets from [`Outbox::next`].
+#[derive(Debug)]
+pub enum Next {
+    /// Frames were moved into the writer's batch.
+    Frames,
+    /// Stop writing data; send this close frame and end.
+    Close(Closing),
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Outgoing>,
+    /// Bytes of everything in `queue`.
+    queued_bytes: usize,
+    /// Newest tick of each symbol that did not fit (conflate policy only).
+    overflow: HashMap<SymbolId, TickFrame>,
+    /// Symbols of `overflow` in the order they first overflowed.
+    overflow_order: Vec<SymbolId>,
+    /// Writer waiting for frames.
+    waker: Option<Waker>,
+    /// Writer busy writing, waiting only to hear about a close.
+    close_waker: Option<Waker>,
+    closing: Option<Closing>,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    limits: Limits,
+    policy: Policy,
+    metrics: Arc<Metrics>,
+    /// Milliseconds (on [`crate::metrics::now_ms`]) of the last frame from the
+    /// client; written by the reader, read by the writer's idle check.
+    last_heard_ms: AtomicU64,
+}
+
+impl Outbox {
+    pub fn new(limits: Limits, policy: Policy, metrics: Arc<Metrics>) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            limits,
+            policy,
+            metrics,
+            last_heard_ms: AtomicU64::new(crate::metrics::now_ms()),
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves only plain data behind.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a tick for this connection (the fan-out path).
+    pub fn push_tick(&self, tick: &TickFrame) {
+        let mut s = self.lock();
+        if s.closing.is_some() {
+            return;
+        }
+        let full = s.queue.len() >= self.limits.max_msgs
+            || s.queued_bytes + tick.bytes.len() > self.limits.max_bytes;
+        // Once a symbol has overflowed, its newer ticks must follow it there,
+        // or they would overtake it.
+        if full || (!s.overflow.is_empty() && s.overflow.contains_key(&tick.sym)) {
+            match self.policy {
+                Policy::Conflate => {
+                    if s.overflow.insert(tick.sym, tick.clone()).is_some() {
+                        self.metrics.add_conflated(1);
+                    } else {
+                        s.overflow_order.push(tick.sym);
+                    }
+                    return;
+                }
+                Policy::Disconnect => {
+                    let waker = self.close_locked(&mut s, 1008, DisconnectReason::SlowConsumer);
+                    drop(s);
+                    wake(waker);
+                    return;
+                }
+            }
+        }
+        s.queued_bytes += tick.bytes.len();
+        s.queue.push_back(Outgoing {
+            bytes: tick.bytes.clone(),
+            kind: Kind::Tick { ts_ns: tick.ts_ns },
+        });
+        let waker = s.waker.take();
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Queues a reply, snapshot, heartbeat or control frame. These are never
+    /// dropped; a client that does not read them is eventually disconnected.
+    pub fn push_control(&self, bytes: Bytes, kind: Kind) {
+        let mut s = self.lock();
+        if s.closing.is_some() {
+            return;
+        }
+        if s.queued_bytes > 2 * self.limits.max_bytes {
+            let wakers = self.close_locked(&mut s, 1008, DisconnectReason::SlowConsumer);
+            drop(s);
+            wake(wakers);
+            return;
+        }
+        s.queued_bytes += bytes.len();
+        s.queue.push_back(Outgoing { bytes, kind });
+        let waker = s.waker.take();
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Drops undelivered overflow of `syms`, so that no tick of an
+    /// unsubscribed symbol follows the unsubscribe ack.
+    pub fn forget_overflow(&self, syms: &[SymbolId]) {
+        let mut s = self.lock();
+        if s.overflow.is_empty() {
+            return;
+        }
+        for sym in syms {
+            s.overflow.remove(sym);
+        }
+        let State {
+            overflow,
+            overflow_order,
+            ..
+        } = &mut *s;
+        overflow_order.retain(|sym| overflow.contains_key(sym));
+    }
+
+    /// Closes the connection with `code`. The first close wins.
+    pub fn close(&self, code: u16, reason: DisconnectReason) {
+        let mut s = self.lock();
+        let wakers = self.close_locked(&mut s, code, reason);
+        drop(s);
+        wake(wakers);
+    }
+
+    /// Closes with a ready-made close frame (the echo of the client's close).
+    pub fn close_with_frame(&self, frame: Bytes, reason: DisconnectReason) {
+        let mut s = self.lock();
+        if s.closing.is_some() {
+            return;
+        }
+        s.closing = Some(Closing {
+            flush: VecDeque::new(),
+            frame,
+            reason,
+        });
+        s.queue.clear();
+        s.queued_bytes = 0;
+        let wakers = (s.waker.take(), s.close_waker.take());
+        drop(s);
+        wake(wakers);
+    }
+
+    fn close_locked(
+        &self,
+        s: &mut State,
+        code: u16,
+        reason: DisconnectReason,
+    ) -> (Option<Waker>, Option<Waker>) {
+        if s.closing.is_some() {
+            return (None, None);
+        }
+        // A slow consumer gets nothing more, and shutdown should not wait on
+        // data; a protocol close first delivers the replies that explain it.
+        let flush = match reason {
+            DisconnectReason::SlowConsumer | DisconnectReason::Shutdown => VecDeque::new(),
+            _ => std::mem::take(&mut s.queue),
+        };
+        s.closing = Some(Closing {
+            flush,
+            frame: close_frame(code, reason.close_reason()),
+            reason,
+        });
+        s.queue = VecDeque::new();
+        s.queued_bytes = 0;
+        s.overflow = HashMap::new();
+        s.overflow_order = Vec::new();
+        (s.waker.take(), s.close_waker.take())
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.lock().closing.is_some()
+    }
+
+    /// Moves everything queued into `batch` (queue first, then overflow), or
+    /// reports a close; registers the writer to be woken otherwise.
+    pub fn poll_next(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Outgoing>) -> Poll<Next> {
+        let mut s = self.lock();
+        if let Some(closing) = &mut s.closing {
+            return Poll::Ready(Next::Close(closing.take()));
+        }
+        if s.queue.is_empty() && s.overflow_order.is_empty() {
+            register(&mut s.waker, cx);
+            return Poll::Pending;
+        }
+        debug_assert!(batch.is_empty());
+        // Swap rather than copy: the writer's empty deque keeps its capacity
+        // for the next round.
+        std::mem::swap(&mut s.queue, batch);
+        s.queued_bytes = 0;
+        if !s.overflow_order.is_empty() {
+            let State {
+                overflow,
+                overflow_order,
+                ..
+            } = &mut *s;
+            for sym in overflow_order.drain(..) {
+                if let Some(t) = overflow.remove(&sym) {
+                    batch.push_back(Outgoing {
+                        bytes: t.bytes,
+                        kind: Kind::Tick { ts_ns: t.ts_ns },
+                    });
+                }
+            }
+        }
+        // A burst can grow the queue; do not keep its peak forever.
+        if s.queue.capacity() > 1024 {
+            s.queue.shrink_to(64);
+        }
+        Poll::Ready(Next::Frames)
+    }
+
+    /// Waits for [`Outbox::poll_next`].
+    pub async fn next(&self, batch: &mut VecDeque<Outgoing>) -> Next {
+        std::future::poll_fn(|cx| self.poll_next(cx, batch)).await
+    }
+
+    /// Completes when the connection must close. For a writer busy writing,
+    /// which must not be woken by every new frame.
+    pub async fn closed(&self) -> Closing {
+        std::future::poll_fn(|cx| {
+            let mut s = self.lock();
+            match &mut s.closing {
+                Some(c) => Poll::Ready(c.take()),
+                None => {
+                    register(&mut s.close_waker, cx);
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Notes that the client sent something (any frame, pongs included).
+    pub fn heard_from_client(&self) {
+        self.last_heard_ms
+            .store(crate::metrics::now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_heard_ms(&self) -> u64 {
+        self.last_heard_ms.load(Ordering::Relaxed)
+    }
+
+    /// Frames and bytes waiting (for tests and diagnostics).
+    pub fn backlog(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.queue.len() + s.overflow.len(), s.queued_bytes)
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+fn wake((a, b): (Option<Waker>, Option<Waker>)) {
+    if let Some(w) = a {
+        w.wake();
+    }
+    if let Some(w) = b {
+        w.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tick::text_frame;
+
+    fn tick(sym: SymbolId, seq: u8) -> TickFrame {
+        TickFrame {
+            sym,
+            ts_ns: 1,
+            bytes: text_frame(&[seq; 10]),
+        }
+    }
+
+    fn outbox(policy: Policy) -> Outbox {
+        Outbox::new(
+            Limits {
+                max_msgs: 4,
+                max_bytes: 1 << 20,
+            },
+            policy,
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    fn drain(o: &Outbox) -> Vec<u8> {
+        let mut batch = VecDeque::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        match o.poll_next(&mut cx, &mut batch) {
+            Poll::Ready(Next::Frames) => batch.iter().map(|f| f.bytes[2]).collect(),
+            Poll::Ready(Next::Close(c)) => vec![0, c.frame[3]],
+            Poll::Pending => vec![],
+        }
+    }
+
+    #[test]
+    fn conflation_keeps_the_newest_tick_per_symbol_in_order() {
+        let o = outbox(Policy::Conflate);
+        for seq in 1..=4 {
+            o.push_tick(&tick(0, seq));
+        }
+        // Full: sym 0 seq 5..7 conflate into one slot, sym 1 gets its own.
+        o.push_tick(&tick(0, 5));
+        o.push_tick(&tick(1, 100));
+        o.push_tick(&tick(0, 7));
+        assert_eq!(drain(&o), vec![1, 2, 3, 4, 7, 100]);
+        assert_eq!(o.metrics.snapshot_totals().conflated, 1);
+        // Room again: the stream goes on in the queue.
+        o.push_tick(&tick(0, 8));
+        assert_eq!(drain(&o), vec![8]);
+    }
+
+    #[test]
+    fn an_overflowed_symbol_stays_in_overflow_until_drained() {
+        let o = outbox(Policy::Conflate);
+        for seq in 1..=4 {
+            o.push_tick(&tick(0, seq));
+        }
+        o.push_tick(&tick(0, 5));
+        o.forget_overflow(&[1]);
+        assert_eq!(o.backlog().0, 5);
+        o.forget_overflow(&[0]);
+        assert_eq!(drain(&o), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn disconnect_policy_closes_with_1008() {
+        let o = outbox(Policy::Disconnect);
+        for seq in 1..=5 {
+            o.push_tick(&tick(0, seq));
+        }
+        assert!(o.is_closing());
+        let close = drain(&o);
+        assert_eq!(close, vec![0, 0xF0]); // 1008 = 0x03F0
+        assert_eq!(o.backlog(), (0, 0));
+    }
+
+    #[test]
+    fn byte_bound_applies_too() {
+        let o = Outbox::new(
+            Limits {
+                max_msgs: 1000,
+                max_bytes: 30,
+            },
+            Policy::Conflate,
+            Arc::new(Metrics::default()),
+        );
+        for seq in 1..=3 {
+            o.push_tick(&tick(seq as u32, seq));
+        }
+        // 12-byte frames: two fit in 30 bytes, the third overflows.
+        assert_eq!(o.backlog(), (3, 24));
+    }
+}

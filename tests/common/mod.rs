@@ -1,0 +1,246 @@
+//! What the integration tests share: a tickwire server on a real socket
+//! (port 0) in this process, a real WebSocket client, and raw HTTP GETs.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tickwire::config::Config;
+use tickwire::hub::Hub;
+use tickwire::server::Server;
+use tickwire::shutdown::Shutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Every wait in these tests is for an event, bounded by this.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: Shutdown,
+    pub hub: std::sync::Arc<Hub>,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts a server on 127.0.0.1:0 with these extra flags.
+pub async fn start(args: &[&str]) -> TestServer {
+    let mut argv = vec!["tickwire", "--listen", "127.0.0.1:0", "--seed", "7"];
+    argv.extend_from_slice(args);
+    start_with(Config::parse_from(argv)).await
+}
+
+pub async fn start_with(config: Config) -> TestServer {
+    let server = Server::bind(config).await.expect("server binds");
+    let addr = server.local_addr();
+    let shutdown = server.shutdown_handle();
+    let hub = server.hub().clone();
+    let task = tokio::spawn(server.run());
+    TestServer {
+        addr,
+        shutdown,
+        hub,
+        task,
+    }
+}
+
+impl TestServer {
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        within(self.task).await.unwrap().unwrap();
+    }
+
+    pub async fn client(&self, path: &str) -> Client {
+        Client::connect(self.addr, path, None).await
+    }
+
+    /// Polls `f` until it holds; for server-side state that has no event to
+    /// await. Fails after [`DEADLINE`].
+    pub async fn until(&self, what: &str, mut f: impl FnMut(&Hub) -> bool) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !f(&self.hub) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Awaits `f`, failing the test after [`DEADLINE`].
+pub async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .expect("timed out waiting for an event")
+}
+
+struct SpawnExecutor;
+
+impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    fn execute(&self, fut: Fut) {
+        tokio::task::spawn(fut);
+    }
+}
+
+/// What a client can receive.
+#[derive(Debug)]
+pub enum Msg {
+    Json(Value),
+    Close(u16, String),
+    Ping,
+}
+
+pub struct Client {
+    pub ws: WebSocket<TokioIo<Upgraded>>,
+}
+
+impl Client {
+    /// Connects to `ws://addr{path}`; `recv_buffer` shrinks the socket's
+    /// receive buffer, so that a client that stops reading backs up fast.
+    pub async fn connect(addr: SocketAddr, path: &str, recv_buffer: Option<u32>) -> Client {
+        let socket = TcpSocket::new_v4().unwrap();
+        if let Some(n) = recv_buffer {
+            socket.set_recv_buffer_size(n).unwrap();
+        }
+        let stream = socket.connect(addr).await.unwrap();
+        let req = hyper::Request::builder()
+            .uri(format!("http://{addr}{path}"))
+            .header("Host", addr.to_string())
+            .header("Upgrade", "websocket")
+            .header("Connection", "upgrade")
+            .header(
+                "Sec-WebSocket-Key",
+                fastwebsockets::handshake::generate_key(),
+            )
+            .header("Sec-WebSocket-Version", "13")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let (mut ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
+            .await
+            .expect("websocket handshake");
+        ws.set_auto_close(false);
+        ws.set_auto_pong(true);
+        Client { ws }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws
+            .write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec())))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_frame(&mut self, frame: Frame<'_>) {
+        self.ws.write_frame(frame).await.unwrap();
+    }
+
+    /// The next message, ping or close (with auto-pong off, pings show).
+    pub async fn next(&mut self) -> Msg {
+        within(async {
+            loop {
+                let frame = self.ws.read_frame().await.expect("read a frame");
+                match frame.opcode {
+                    OpCode::Text => {
+                        return Msg::Json(serde_json::from_slice(&frame.payload).unwrap())
+                    }
+                    OpCode::Close => {
+                        let p = &frame.payload;
+                        let code = if p.len() >= 2 {
+                            u16::from_be_bytes([p[0], p[1]])
+                        } else {
+                            1005
+                        };
+                        let reason = String::from_utf8_lossy(p.get(2..).unwrap_or(&[])).into();
+                        return Msg::Close(code, reason);
+                    }
+                    OpCode::Ping => return Msg::Ping,
+                    _ => {}
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next JSON message (skipping pings); panics on close.
+    pub async fn json(&mut self) -> Value {
+        loop {
+            match self.next().await {
+                Msg::Json(v) => return v,
+                Msg::Ping => {}
+                Msg::Close(code, reason) => panic!("closed with {code} {reason}"),
+            }
+        }
+    }
+
+    /// The next message of `type`, skipping others.
+    pub async fn json_of(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self.json().await;
+            if v["type"] == ty {
+                return v;
+            }
+        }
+    }
+
+    /// Skips messages until a close frame.
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            if let Msg::Close(code, reason) = self.next().await {
+                return (code, reason);
+            }
+        }
+    }
+}
+
+/// Checks that ticks of each symbol come in seq order with no hole, starting
+/// anywhere.
+#[derive(Default)]
+pub struct SeqCheck {
+    last: std::collections::HashMap<String, u64>,
+    pub ticks: u64,
+}
+
+impl SeqCheck {
+    pub fn see(&mut self, v: &Value) {
+        let sym = v["sym"].as_str().unwrap().to_string();
+        let seq = v["seq"].as_u64().unwrap();
+        if let Some(prev) = self.last.insert(sym.clone(), seq) {
+            assert_eq!(seq, prev + 1, "{sym}: seq {seq} after {prev}");
+        }
+        if v["type"] == "tick" {
+            self.ticks += 1;
+        }
+    }
+}
+
+/// A raw `GET path` over HTTP/1.1: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    within(async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, body.to_string())
+    })
+    .await
+}
