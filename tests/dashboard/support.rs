@@ -7,9 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
+use tickwire::config::Config;
+use tickwire::server::Server;
+use tickwire::shutdown::Shutdown;
+use tokio::task::JoinHandle;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -238,30 +243,36 @@ impl Browser {
     }
 }
 
-/// Temporary stand-in until the real server lands: the node mock.
+/// A tickwire server in this process, on a real socket.
 pub struct TestServer {
-    child: KillOnDrop,
     addr: SocketAddr,
+    shutdown: Shutdown,
+    task: JoinHandle<std::io::Result<()>>,
 }
 
 impl TestServer {
+    /// Starts a server on 127.0.0.1 with the demo feed, on `port` (a server
+    /// that was just stopped may still hold it for a moment: retried) or on
+    /// a free port.
     pub async fn start(port: Option<u16>) -> TestServer {
-        let port = port.unwrap_or_else(free_port);
-        let child = Command::new("node")
-            .arg("/tmp/mock/server.js")
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("node");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "mock did not start");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let server = loop {
+            let config = Config::parse_from(["tickwire", "--listen", &listen]);
+            match Server::bind(config).await {
+                Ok(server) => break server,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("tickwire does not bind {listen}: {e}"),
+            }
+        };
         TestServer {
-            child: KillOnDrop(child),
-            addr,
+            addr: server.local_addr(),
+            shutdown: server.shutdown_handle(),
+            task: tokio::spawn(server.run()),
         }
     }
 
@@ -269,7 +280,13 @@ impl TestServer {
         self.addr
     }
 
+    /// Graceful shutdown: clients get close 1001; returns once `run` has.
     pub async fn stop(self) {
-        drop(self.child);
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("server shuts down within 15 s")
+            .expect("server task")
+            .expect("server run");
     }
 }

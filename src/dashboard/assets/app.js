@@ -48,7 +48,7 @@
       sym, first: null, px: null, prevPx: null, bid: null, ask: null, qty: null, seq: null, ts: null,
       flash: 0, flashFlip: false, count: 0, rate: 0, stale: true,
       hist: new Float64Array(HISTORY_POINTS), histT: new Float64Array(HISTORY_POINTS), histLen: 0, histHead: 0,
-      sparkDirty: true, row: null, cells: null,
+      sparkDirty: true, sparkAt: -1e9, row: null, cells: null,
     };
   }
 
@@ -352,15 +352,24 @@
 
   // --------------------------------------------------------------- canvas
   const DPR = () => Math.min(window.devicePixelRatio || 1, 3);
+  // Canvas CSS sizes are read once per resize: reading clientWidth after
+  // this frame's text updates would force a synchronous layout per canvas.
+  let sizeGen = 0;
+  const sizes = new WeakMap();
   function prepCanvas(c) {
+    let sz = sizes.get(c);
+    if (!sz || sz.gen !== sizeGen) {
+      sz = { gen: sizeGen, w: c.clientWidth, h: c.clientHeight };
+      sizes.set(c, sz);
+    }
     const dpr = DPR();
-    const w = Math.max(1, Math.round(c.clientWidth * dpr));
-    const h = Math.max(1, Math.round(c.clientHeight * dpr));
+    const w = Math.max(1, Math.round(sz.w * dpr));
+    const h = Math.max(1, Math.round(sz.h * dpr));
     if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
     const ctx = c.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, c.clientWidth, c.clientHeight);
-    return { ctx, w: c.clientWidth, h: c.clientHeight };
+    ctx.clearRect(0, 0, sz.w, sz.h);
+    return { ctx, w: sz.w, h: sz.h };
   }
   const css = getComputedStyle(document.documentElement);
   const COLOR = {
@@ -583,7 +592,7 @@
     if (q.lastText[key] !== text) { q.lastText[key] = text; q.cells[key].textContent = text; }
   }
 
-  function paintRow(q, sparkAllowed) {
+  function paintRow(q, ts) {
     if (!q.row) return;
     const sym = q.sym;
     setText(q, "px", fmtPx(sym, q.px));
@@ -609,7 +618,14 @@
       q.flash = 0;
     }
     if (q.row.classList.contains("stale") !== q.stale) q.row.classList.toggle("stale", q.stale);
-    if (q.sparkDirty && sparkAllowed) { q.sparkDirty = false; drawSpark(q.cells.spark, q); }
+    // Sparklines redraw at most every 250 ms each (their bucket size), and
+    // at most SPARKS_PER_FRAME per frame, so 40 of them spread over frames.
+    if (q.sparkDirty && sparkBudget > 0 && (resized || ts - q.sparkAt >= HISTORY_BUCKET_MS)) {
+      sparkBudget--;
+      q.sparkAt = ts;
+      q.sparkDirty = false;
+      drawSpark(q.cells.spark, q);
+    }
     return !q.sparkDirty;
   }
 
@@ -625,20 +641,19 @@
   }
 
   // -------------------------------------------------------- render loop
-  let lastSpark = 0;
+  const SPARKS_PER_FRAME = 12;
+  let sparkBudget = 0;
   let lastBig = 0;
   let resized = true;
   function frame(ts) {
     requestAnimationFrame(frame);
     const t0 = performance.now();
     if (structureDirty) { structureDirty = false; syncRows(); }
-    // Sparklines redraw at most 4x/s (their bucket size); text every frame.
-    const sparkAllowed = resized || ts - lastSpark >= HISTORY_BUCKET_MS;
-    if (sparkAllowed) lastSpark = ts;
+    sparkBudget = resized ? Infinity : SPARKS_PER_FRAME;
     const pending = [];
     for (const sym of dirty) {
       const q = quotes.get(sym);
-      if (q && !paintRow(q, sparkAllowed)) pending.push(sym);
+      if (q && !paintRow(q, ts)) pending.push(sym);
     }
     dirty.clear();
     for (const s of pending) dirty.add(s);
@@ -654,7 +669,7 @@
     debug.renderMs = debug.renderMs * 0.95 + dt * 0.05;
     if (dt > debug.maxRenderMs) debug.maxRenderMs = dt;
   }
-  window.addEventListener("resize", () => { resized = true; for (const q of quotes.values()) q.sparkDirty = true; for (const s of selection) dirty.add(s); });
+  window.addEventListener("resize", () => { resized = true; sizeGen++; for (const q of quotes.values()) q.sparkDirty = true; for (const s of selection) dirty.add(s); });
 
   // ------------------------------------------- once-a-second bookkeeping
   const e2eSeries = { p50: [], p99: [] };
