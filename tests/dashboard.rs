@@ -407,7 +407,18 @@ async fn check_smooth(c: &Client) -> Res {
     let fps = perf["frames"].as_f64().unwrap_or(0.0) / secs;
     let avg = perf["avgRenderMs"].as_f64().unwrap_or(f64::MAX);
     let max = perf["maxRenderMs"].as_f64().unwrap_or(f64::MAX);
-    eprintln!("dashboard: all symbols: {fps:.0} frames/s, render {avg:.2} ms avg, {max:.1} ms max");
+    let lat = c
+        .execute(
+            "return ['e2e-p50', 'e2e-p99', 'rtt', 'client-rate'].map(id => document.getElementById(id).textContent).join(' / ');",
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "dashboard: all symbols: {fps:.0} frames/s, render {avg:.2} ms avg, {max:.1} ms max; \
+         e2e p50 / p99 / RTT / msgs/s: {}",
+        lat.as_str().unwrap_or_default()
+    );
     if fps < 20.0 || avg > 8.0 {
         return Err(format!(
             "page not smooth with every symbol: {fps:.0} frames/s, {avg:.2} ms per frame (max {max:.1} ms)"

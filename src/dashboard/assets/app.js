@@ -46,9 +46,9 @@
   function newQuote(sym) {
     return {
       sym, first: null, px: null, prevPx: null, bid: null, ask: null, qty: null, seq: null, ts: null,
-      flash: 0, flashFlip: false, count: 0, rate: 0, stale: true,
+      flash: 0, flashDir: 0, flashUntil: 0, count: 0, rate: 0, stale: true,
       hist: new Float64Array(HISTORY_POINTS), histT: new Float64Array(HISTORY_POINTS), histLen: 0, histHead: 0,
-      sparkDirty: true, sparkAt: -1e9, row: null, cells: null,
+      sparkDirty: true, sparkAt: -1e9, paintedAt: -1e9, row: null, cells: null,
     };
   }
 
@@ -593,7 +593,11 @@
   }
 
   function paintRow(q, ts) {
-    if (!q.row) return;
+    if (!q.row) return true;
+    // A row repaints at most every ROW_MIN_MS: faster than anyone reads, and
+    // it caps style/layout/paint work when every symbol ticks every frame.
+    if (!resized && ts - q.paintedAt < ROW_MIN_MS) return false;
+    q.paintedAt = ts;
     const sym = q.sym;
     setText(q, "px", fmtPx(sym, q.px));
     const [chg, chgp, sign] = fmtChg(sym, q);
@@ -611,12 +615,16 @@
     setText(q, "seq", q.seq == null ? "–" : String(q.seq));
     setText(q, "rate", String(q.rate));
     if (q.flash) {
-      // Two identical keyframe sets, alternated, restart the animation
-      // without forcing a reflow.
-      q.flashFlip = !q.flashFlip;
-      q.cells.px.className = "c-num px " + (q.flash > 0 ? (q.flashFlip ? "fu1" : "fu2") : (q.flashFlip ? "fd1" : "fd2"));
+      q.flashDir = q.flash;
+      q.flashUntil = ts + FLASH_MS;
       q.flash = 0;
     }
+    const flashCls = q.flashDir && ts < q.flashUntil ? (q.flashDir > 0 ? "flash-up" : "flash-down") : "";
+    if (q.lastText.flash !== flashCls) {
+      q.lastText.flash = flashCls;
+      q.cells.px.className = "c-num px " + flashCls;
+    }
+    if (flashCls) pendingFlash = true;
     if (q.row.classList.contains("stale") !== q.stale) q.row.classList.toggle("stale", q.stale);
     // Sparklines redraw at most every 250 ms each (their bucket size), and
     // at most SPARKS_PER_FRAME per frame, so 40 of them spread over frames.
@@ -626,7 +634,10 @@
       q.sparkDirty = false;
       drawSpark(q.cells.spark, q);
     }
-    return !q.sparkDirty;
+    // Still dirty (repaint next frame) while a spark or a flash is pending.
+    const done = !q.sparkDirty && !pendingFlash;
+    pendingFlash = false;
+    return done;
   }
 
   function paintChartHeader() {
@@ -642,6 +653,9 @@
 
   // -------------------------------------------------------- render loop
   const SPARKS_PER_FRAME = 12;
+  const ROW_MIN_MS = 50;
+  const FLASH_MS = 400;
+  let pendingFlash = false;
   let sparkBudget = 0;
   let lastBig = 0;
   let resized = true;
