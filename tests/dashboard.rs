@@ -71,6 +71,7 @@ async fn run(c: &Client) -> Res {
     )
     .await;
     option?;
+    dashboard_support::save_screenshot(c, "dashboard-picker.png").await;
     c.find(Locator::Css(r#"#symbol-results li[data-sym="ETH-USD"]"#))
         .await
         .map_err(|e| e.to_string())?
@@ -156,6 +157,18 @@ async fn run(c: &Client) -> Res {
     )
     .await?;
     check_smooth(c).await?;
+    // The latency and server panels are filled in (from ticks, /api/stats).
+    let panels = wait_for(
+        c,
+        "latency and server panels",
+        r#"
+        const t = id => document.getElementById(id).textContent;
+        const ok = /s$/.test(t('e2e-p50')) && /s$/.test(t('e2e-p99'))
+          && Number(t('srv-conns')) >= 1 && t('srv-msgs') !== '–' && /s$/.test(t('srv-p99'));
+        return ok ? ['e2e-p50', 'e2e-p99', 'srv-conns', 'srv-msgs', 'srv-p50', 'srv-p99'].map(t) : null;"#,
+    )
+    .await?;
+    eprintln!("dashboard: panels e2e p50, p99, server conns, msgs/s, p50, p99: {panels}");
     // Show a busy instrument in the big chart.
     click(c, r#"tr[data-sym="NVDA"] td.c-sym"#).await?;
     wait_for(
@@ -164,6 +177,16 @@ async fn run(c: &Client) -> Res {
         "return document.getElementById('chart-sym').textContent === 'NVDA' || null;",
     )
     .await?;
+
+    // ---- screenshot at laptop size, once the charts have some history
+    wait_for_within(
+        c,
+        Duration::from_secs(20),
+        "ten seconds of chart history",
+        "return window.__tickwire.history('NVDA') >= 40 || null;",
+    )
+    .await?;
+    dashboard_support::save_screenshot(c, "dashboard-screenshot.png").await;
 
     // ---- stop the server: the page says "reconnecting in N s" ...
     let port = server.addr().port();
@@ -174,10 +197,12 @@ async fn run(c: &Client) -> Res {
         r#"
         const el = document.getElementById('conn');
         const t = document.getElementById('conn-text').textContent;
-        return el.dataset.state === 'reconnecting' && /^reconnecting in \d+ s$/.test(t) ? t : null;"#,
+        const stale = Array.from(document.querySelectorAll('#rows tr')).every(r => r.classList.contains('stale'));
+        return el.dataset.state === 'reconnecting' && /^reconnecting in \d+ s$/.test(t) && stale ? t : null;"#,
     )
     .await?;
     eprintln!("dashboard: server down, page shows {text}");
+    dashboard_support::save_screenshot(c, "dashboard-reconnecting.png").await;
     let before = received(c).await?;
     // ... and once a server is back on the same port, live data again.
     server = TestServer::start(Some(port)).await;
@@ -202,14 +227,7 @@ async fn run(c: &Client) -> Res {
     moved?;
     wait_all_rows_update(c, "after reconnect").await?;
 
-    // ---- screenshots: laptop, then phone width
-    wait_for(
-        c,
-        "a minute of chart history",
-        "return window.__tickwire.history('NVDA') >= 48 || null;",
-    )
-    .await?;
-    dashboard_support::save_screenshot(c, "dashboard-screenshot.png").await;
+    // ---- phone width
     dashboard_support::emulate_phone(c, Some((390, 844))).await?;
     let overflow = wait_for(
         c,
@@ -229,7 +247,11 @@ async fn run(c: &Client) -> Res {
 /// Polls `body` (a JS function body) until it returns something other than
 /// null/undefined/false, or fails after [`WAIT`] with the page's state.
 async fn wait_for(c: &Client, what: &str, body: &str) -> Res<Value> {
-    let deadline = Instant::now() + WAIT;
+    wait_for_within(c, WAIT, what, body).await
+}
+
+async fn wait_for_within(c: &Client, limit: Duration, what: &str, body: &str) -> Res<Value> {
+    let deadline = Instant::now() + limit;
     let script = format!("return (function() {{ {body} }})() ?? null;");
     let mut last_err = String::new();
     loop {
@@ -250,7 +272,7 @@ async fn wait_for(c: &Client, what: &str, body: &str) -> Res<Value> {
                 .map(|v| v.to_string())
                 .unwrap_or_else(|e| e.to_string());
             return Err(format!(
-                "timed out after {WAIT:?} waiting for: {what} (last error: {last_err}; page: {state})"
+                "timed out after {limit:?} waiting for: {what} (last error: {last_err}; page: {state})"
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

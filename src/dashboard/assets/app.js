@@ -72,13 +72,15 @@
     const dec = pxDec(sym);
     const rounded = Number(d.toFixed(dec));
     const sign = rounded > 0 ? "+" : rounded < 0 ? "−" : "";
-    return [sign + fmt(dec).format(Math.abs(rounded)), sign + fmt(2).format(Math.abs(pct)) + "%", Math.sign(rounded)];
+    const pctText = fmt(2).format(Math.abs(pct));
+    const pctSign = pctText === "0.00" ? "" : sign;
+    return [sign + fmt(dec).format(Math.abs(rounded)), pctSign + pctText + "%", Math.sign(rounded)];
   }
   function fmtUs(us) {
     if (us == null || !isFinite(us)) return "–";
     const a = Math.abs(us);
     if (a < 1000) return us.toFixed(0) + " µs";
-    if (a < 100000) return (us / 1000).toFixed(a < 10000 ? 2 : 1) + " ms";
+    if (a < 100000) return (us / 1000).toFixed(1) + " ms";
     if (a < 1e7) return (us / 1000).toFixed(0) + " ms";
     return (us / 1e6).toFixed(1) + " s";
   }
