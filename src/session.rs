@@ -90,7 +90,14 @@ pub async fn run(
         }
     };
     let (read_half, write_half) = parts.io.into_inner().into_split();
-    let read = AsyncReadExt::chain(Cursor::new(parts.read_buf), read_half);
+    // `read_buf` is a slice of hyper's whole read buffer: copy the (rare)
+    // leftover bytes rather than keep that buffer alive per connection.
+    let leftover = if parts.read_buf.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(&parts.read_buf)
+    };
+    let read = AsyncReadExt::chain(Cursor::new(leftover), read_half);
     let (mut reader, _) =
         fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
     // fastwebsockets refuses frames of `>= max` bytes; we allow `max`.

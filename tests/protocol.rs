@@ -220,7 +220,7 @@ async fn fragmented_messages_are_reassembled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_and_oversized_frames_close_only_their_connection() {
+async fn binary_oversized_and_garbled_frames_close_only_their_connection() {
     let server = start(FAST).await;
     let mut bystander = server.client("/ws?symbols=S0").await;
     bystander.json_of("subscribed").await;
@@ -236,6 +236,12 @@ async fn binary_and_oversized_frames_close_only_their_connection() {
     big.send(&format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(5000)))
         .await;
     assert_eq!(big.closed().await.0, 1009);
+
+    let mut garbled = server.client("/ws").await;
+    garbled
+        .send_frame(Frame::text(Payload::Owned(vec![b'{', 0xff, 0xfe, b'}'])))
+        .await;
+    assert_eq!(garbled.closed().await.0, 1007);
 
     // A message of exactly the limit is fine.
     let mut edge = server.client("/ws").await;

@@ -14,7 +14,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tickwire::config::Config;
-use tickwire::hub::Hub;
+use tickwire::hub::{Hub, Sessions};
 use tickwire::server::Server;
 use tickwire::shutdown::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +28,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: Shutdown,
     pub hub: std::sync::Arc<Hub>,
+    pub sessions: std::sync::Arc<Sessions>,
     pub task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -43,11 +44,13 @@ pub async fn start_with(config: Config) -> TestServer {
     let addr = server.local_addr();
     let shutdown = server.shutdown_handle();
     let hub = server.hub().clone();
+    let sessions = server.sessions().clone();
     let task = tokio::spawn(server.run());
     TestServer {
         addr,
         shutdown,
         hub,
+        sessions,
         task,
     }
 }

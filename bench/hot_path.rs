@@ -1,0 +1,152 @@
+//! Micro-benchmarks of the hot path. Run: `cargo bench --bench hot_path`.
+//! Figures and the machine are recorded in bench/README.md.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Waker};
+
+use divan::counter::ItemsCount;
+use divan::Bencher;
+use tickwire::config::Policy;
+use tickwire::feed::{Generator, Universe};
+use tickwire::hub::Hub;
+use tickwire::metrics::Metrics;
+use tickwire::outbox::{Limits, Outbox};
+use tickwire::protocol::parse_request;
+use tickwire::tick::{Tick, TickFrame, TickKind};
+
+fn main() {
+    divan::main();
+}
+
+fn aapl() -> (Universe, Tick) {
+    let u = Universe::demo();
+    let sym = u.id_of("AAPL").unwrap();
+    let t = Tick {
+        sym,
+        seq: 1042,
+        ts_us: 1_763_800_000_123_456,
+        px: 18723,
+        qty: 100,
+        bid: 18722,
+        ask: 18724,
+    };
+    (u, t)
+}
+
+/// One tick to complete WebSocket frame bytes (done once per tick).
+#[divan::bench]
+fn encode_tick(bencher: Bencher) {
+    let (u, t) = aapl();
+    bencher.bench_local(|| TickFrame::encode(divan::black_box(&t), u.get(t.sym), TickKind::Tick));
+}
+
+const SUBSCRIBE: &[u8] = br#"{"op":"subscribe","symbols":["AAPL","MSFT","BTC-USD"],"id":7}"#;
+
+/// A control message, simd-json with the connection's reused buffers.
+#[divan::bench]
+fn parse_control_reused_buffers(bencher: Bencher) {
+    let mut buffers = simd_json::Buffers::new(SUBSCRIBE.len());
+    let mut buf = SUBSCRIBE.to_vec();
+    bencher.bench_local(|| {
+        buf.copy_from_slice(SUBSCRIBE);
+        parse_request(&mut buf, &mut buffers).unwrap()
+    });
+}
+
+/// The same with fresh buffers each time (what reuse saves).
+#[divan::bench]
+fn parse_control_fresh_buffers(bencher: Bencher) {
+    let mut buf = SUBSCRIBE.to_vec();
+    bencher.bench_local(|| {
+        buf.copy_from_slice(SUBSCRIBE);
+        parse_request(&mut buf, &mut simd_json::Buffers::default()).unwrap()
+    });
+}
+
+const GEN_BATCH: u64 = 100_000;
+
+/// Generator alone: 10,000 symbols at 100 ticks/s (1,000,000 ticks/s
+/// nominal); each iteration makes 100,000 ticks (0.1 s of market time).
+#[divan::bench]
+fn generate(bencher: Bencher) {
+    let u = Universe::synthetic(10_000, 100.0);
+    let mut gen = Generator::new(&u, 1);
+    let mut now = 0u64;
+    bencher.counter(ItemsCount::new(GEN_BATCH)).bench_local(|| {
+        let mut n = 0;
+        while n < GEN_BATCH as usize {
+            now += 1_000_000;
+            n += gen.advance(now, now / 1000, |t| {
+                divan::black_box(t);
+            });
+        }
+    });
+}
+
+/// What the feed task does per tick with nobody subscribed: generate and
+/// encode.
+#[divan::bench]
+fn generate_and_encode(bencher: Bencher) {
+    let u = Universe::synthetic(10_000, 100.0);
+    let mut gen = Generator::new(&u, 1);
+    let mut now = 0u64;
+    bencher.counter(ItemsCount::new(GEN_BATCH)).bench_local(|| {
+        let mut n = 0;
+        while n < GEN_BATCH as usize {
+            now += 1_000_000;
+            n += gen.advance(now, now / 1000, |t| {
+                divan::black_box(TickFrame::encode(t, u.get(t.sym), TickKind::Tick));
+            });
+        }
+    });
+}
+
+/// Publishing one tick to N subscribers: encode once, push the shared bytes
+/// into N outboxes. Every 64 publishes each outbox is drained the way its
+/// writer would (one swap), amortised in the figure; task wake-ups are not
+/// included.
+#[divan::bench(args = [1, 100, 1000])]
+fn publish_to_subscribers(bencher: Bencher, subscribers: usize) {
+    let metrics = Arc::new(Metrics::default());
+    let u = Arc::new(Universe::synthetic(1, 1.0));
+    let hub = Hub::new(u, metrics.clone());
+    let outboxes: Vec<Arc<Outbox>> = (0..subscribers)
+        .map(|_| {
+            Arc::new(Outbox::new(
+                Limits {
+                    max_msgs: 4096,
+                    max_bytes: 1 << 20,
+                },
+                Policy::Conflate,
+                metrics.clone(),
+            ))
+        })
+        .collect();
+    for o in &outboxes {
+        hub.subscribe(o, &[0]);
+    }
+    let mut tick = Tick {
+        sym: 0,
+        seq: 0,
+        ts_us: 1_763_800_000_000_000,
+        px: 10_000,
+        qty: 5,
+        bid: 9_999,
+        ask: 10_001,
+    };
+    let mut batch = VecDeque::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    bencher
+        .counter(ItemsCount::new(subscribers))
+        .bench_local(|| {
+            tick.seq += 1;
+            hub.publish(&tick);
+            if tick.seq.is_multiple_of(64) {
+                for o in &outboxes {
+                    let _ = o.poll_next(&mut cx, &mut batch);
+                    batch.clear();
+                }
+            }
+        });
+}
