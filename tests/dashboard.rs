@@ -27,14 +27,22 @@ async fn dashboard_end_to_end_in_chromium() {
     let Some(browser) = Browser::launch_or_skip().await else {
         return;
     };
-    let result = run(&browser.client).await;
-    // Whatever happened, leave the screenshot of the last state behind.
-    if result.is_err() {
+    // Run the steps in their own task so that even a panic in them comes
+    // back here, and the browser is always shut down (killing chromedriver
+    // alone would leave Chromium running).
+    let client = browser.client.clone();
+    let outcome = tokio::spawn(async move { run(&client).await }).await;
+    if !matches!(outcome, Ok(Ok(()))) {
         dashboard_support::save_screenshot(&browser.client, "dashboard-failure.png").await;
     }
     browser.close().await;
-    if let Err(e) = result {
-        panic!("{e}");
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{e}"),
+        Err(e) => match e.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(e) => panic!("test task: {e}"),
+        },
     }
 }
 

@@ -56,7 +56,15 @@ mod tests {
         for (path, _, _) in ASSETS.iter().skip(1) {
             assert!(html.contains(path), "page does not reference {path}");
         }
-        assert!(!html.contains("http://") && !html.contains("https://"));
+        // Nothing is fetched from elsewhere (the SVG's xmlns is a name, not
+        // a download, so only the page, script and stylesheet are checked).
+        for path in ["/", "/assets/app.js", "/assets/style.css"] {
+            let text = std::str::from_utf8(asset(path).unwrap().body).unwrap();
+            assert!(
+                !text.contains("http://") && !text.contains("https://") && !text.contains("//cdn"),
+                "{path} refers to another origin"
+            );
+        }
         assert_eq!(asset("/assets/app.js").unwrap().content_type, JS);
         assert_eq!(asset("/assets/style.css").unwrap().content_type, CSS);
         assert!(asset("/index.html").is_some());

@@ -621,7 +621,7 @@
       q.flashUntil = ts + FLASH_MS;
       q.flash = 0;
     }
-    const flashCls = q.flashDir && ts < q.flashUntil ? (q.flashDir > 0 ? "flash-up" : "flash-down") : "";
+    const flashCls = q.flashDir && !q.stale && ts < q.flashUntil ? (q.flashDir > 0 ? "flash-up" : "flash-down") : "";
     if (q.lastText.flash !== flashCls) {
       q.lastText.flash = flashCls;
       q.cells.px.className = "c-num px " + flashCls;
