@@ -2,6 +2,7 @@
 //! session, and a tickwire server that can be stopped and restarted on the
 //! same port.
 
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -150,11 +151,14 @@ impl Browser {
             if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
                 panic!("CI=true but {msg}");
             }
-            eprintln!();
-            eprintln!("**********************************************************************");
-            eprintln!("SKIPPED: dashboard end-to-end tests: {msg}");
-            eprintln!("**********************************************************************");
-            eprintln!();
+            // Straight to the process's stderr: the test harness captures
+            // eprintln! of passing tests, and this must be seen.
+            let line = "*".repeat(72);
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n{line}\nSKIPPED: dashboard end-to-end tests: {msg}\n\
+                 (set CI=true to make this a failure)\n{line}\n"
+            );
             return None;
         }
         Some(Browser::launch(&chromium, &driver).await)
