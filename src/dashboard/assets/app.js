@@ -45,7 +45,7 @@
 
   function newQuote(sym) {
     return {
-      sym, first: null, px: null, prevPx: null, bid: null, ask: null, qty: null, seq: null, ts: null,
+      sym, first: null, px: null, bid: null, ask: null, qty: null, seq: null, ts: null,
       flash: 0, flashDir: 0, flashUntil: 0, count: 0, rate: 0, stale: true,
       hist: new Float64Array(HISTORY_POINTS), histT: new Float64Array(HISTORY_POINTS), histLen: 0, histHead: 0,
       sparkDirty: true, sparkAt: -1e9, paintedAt: -1e9, row: null, cells: null,
@@ -206,7 +206,7 @@
         lastMessageAt = Date.now();
         debug.connects++;
         setState("live");
-        for (const q of quotes.values()) { q.stale = true; q.prevPx = null; }
+        for (const q of quotes.values()) q.stale = true;
         debug.subscribed.clear();
         if (selection.length) subscribe(selection);
         ping();
