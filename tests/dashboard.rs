@@ -177,6 +177,31 @@ async fn run(c: &Client) -> Res {
     )
     .await?;
     eprintln!("dashboard: panels e2e p50, p99, server conns, msgs/s, p50, p99: {panels}");
+    // ---- 25 removals at once (more than the server's burst of control
+    // messages): rate-limited ones are retried, and the page converges.
+    let rows: Vec<String> = serde_json::from_value(
+        c.execute(
+            "const rows = Array.from(document.querySelectorAll('#rows tr'));
+             rows.slice(0, 25).forEach(tr => tr.querySelector('button.remove').click());
+             return rows.map(tr => tr.dataset.sym);",
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let rest: Vec<&str> = rows[25..].iter().map(String::as_str).collect();
+    wait_rows(c, &rest).await?;
+    wait_subscribed(c, &rest).await?;
+    click(c, "#add-all").await?;
+    wait_subscribed(c, &all).await?;
+    let resyncs = c
+        .execute("return window.__tickwire.resyncs();", vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("dashboard: 25 removals at once: {resyncs} resync(s) after rate_limited");
+    no_js_errors(c).await?;
+
     // Show a busy instrument in the big chart.
     click(c, r#"tr[data-sym="NVDA"] td.c-sym"#).await?;
     wait_for(

@@ -41,7 +41,8 @@
   const dirty = new Set(); // symbols whose row needs repainting
   let structureDirty = true; // rows added / removed
   let sideDirty = true; // KPI panels need repainting
-  const debug = { received: Object.create(null), frames: 0, renderMs: 0, maxRenderMs: 0, subscribed: new Set(), connects: 0 };
+  const debug = { received: Object.create(null), frames: 0, renderMs: 0, maxRenderMs: 0, connects: 0, resyncs: 0 };
+  const acked = new Set(); // symbols the server confirmed on this connection
 
   function newQuote(sym) {
     return {
@@ -181,19 +182,43 @@
       if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(obj)); return true; }
       return false;
     }
-    function chunks(list, n) {
+    // Symbol lists go out in as few messages as possible (the server allows
+    // 10 control messages/s), each well under its 4 KiB message limit.
+    function chunks(list) {
       const out = [];
-      for (let i = 0; i < list.length; i += n) out.push(list.slice(i, i + n));
+      let cur = [], bytes = 0;
+      for (const sym of list) {
+        if (cur.length && bytes + sym.length + 3 > 3000) { out.push(cur); cur = []; bytes = 0; }
+        cur.push(sym);
+        bytes += sym.length + 3;
+      }
+      if (cur.length) out.push(cur);
       return out;
     }
-    function subscribe(syms) {
-      // One batched message (chunked only for very large selections) keeps
-      // well under the server's 10 control messages/s.
-      for (const c of chunks(syms, 500)) send({ op: "subscribe", symbols: c, id: nextId++ });
+    function control(op, syms) {
+      for (const c of chunks(syms)) send({ op, symbols: c, id: nextId++ });
     }
-    function unsubscribe(syms) {
-      for (const s of syms) debug.subscribed.delete(s);
-      for (const c of chunks(syms, 500)) send({ op: "unsubscribe", symbols: c, id: nextId++ });
+    function subscribe(syms) { control("subscribe", syms); }
+    function unsubscribe(syms) { control("unsubscribe", syms); }
+    // The server's acknowledgements (subscribed / unsubscribed) maintain
+    // `acked`. When it drops a control message (rate_limited), a resync a
+    // second later sends the difference between the selection and `acked`,
+    // whichever messages were dropped.
+    let resyncTimer = 0;
+    function onError(m) {
+      if (m.code !== "rate_limited") return false;
+      if (!resyncTimer) {
+        resyncTimer = setTimeout(() => {
+          resyncTimer = 0;
+          debug.resyncs++;
+          const want = new Set(selection);
+          const missing = selection.filter((s) => !acked.has(s));
+          const extra = Array.from(acked).filter((s) => !want.has(s));
+          if (missing.length) subscribe(missing);
+          if (extra.length) unsubscribe(extra);
+        }, 1000 + Math.random() * 500);
+      }
+      return true;
     }
     function connect() {
       clearTimeout(retryTimer);
@@ -207,7 +232,7 @@
         debug.connects++;
         setState("live");
         for (const q of quotes.values()) q.stale = true;
-        debug.subscribed.clear();
+        acked.clear();
         if (selection.length) subscribe(selection);
         ping();
       };
@@ -216,7 +241,7 @@
         if (ws !== sock) return;
         ws = null;
         for (const q of quotes.values()) { q.stale = true; dirty.add(q.sym); }
-        debug.subscribed.clear();
+        acked.clear();
         scheduleRetry();
       };
       sock.onerror = () => { /* onclose follows and schedules the retry */ };
@@ -256,14 +281,14 @@
         dead.onopen = dead.onclose = dead.onmessage = dead.onerror = null;
         try { dead.close(); } catch (e) { /* ignore */ }
         for (const q of quotes.values()) { q.stale = true; dirty.add(q.sym); }
-        debug.subscribed.clear();
+        acked.clear();
         scheduleRetry();
       }
     }, 1000);
     clearInterval(pingTimer);
     pingTimer = setInterval(ping, 5000);
     setInterval(() => { if (state === "reconnecting") paintCountdown(); }, 250);
-    return { connect, subscribe, unsubscribe, retryNow, onPong, onSubscribed, get state() { return state; } };
+    return { connect, subscribe, unsubscribe, retryNow, onPong, onSubscribed, onError, get state() { return state; } };
   })();
 
   let rttUs = null;
@@ -284,17 +309,17 @@
         onTick(m);
         break;
       case "subscribed":
-        for (const s of m.symbols || []) debug.subscribed.add(s);
+        for (const s of m.symbols || []) acked.add(s);
         conn.onSubscribed();
         break;
       case "unsubscribed":
-        for (const s of m.symbols || []) debug.subscribed.delete(s);
+        for (const s of m.symbols || []) acked.delete(s);
         break;
       case "pong":
         conn.onPong(m);
         break;
       case "error":
-        toast((m.code || "error") + ": " + (m.message || ""));
+        if (!conn.onError(m)) toast((m.code || "error") + ": " + (m.message || ""));
         break;
       default:
         break; // heartbeat and anything newer
@@ -869,10 +894,11 @@
     state: () => conn.state,
     selection: () => selection.slice(),
     universe: () => universe.map((i) => i.sym),
-    subscribed: () => Array.from(debug.subscribed).sort(),
+    subscribed: () => Array.from(acked).sort(),
     received: () => Object.assign({}, debug.received),
     history: (sym) => (quotes.get(sym) ? quotes.get(sym).histLen : 0),
     connects: () => debug.connects,
+    resyncs: () => debug.resyncs,
     perf: () => ({ now: performance.now(), frames: debug.frames, avgRenderMs: debug.renderMs, maxRenderMs: debug.maxRenderMs }),
     resetPerf: () => { debug.maxRenderMs = 0; debug.frames = 0; },
   };
