@@ -177,31 +177,6 @@ async fn run(c: &Client) -> Res {
     )
     .await?;
     eprintln!("dashboard: panels e2e p50, p99, server conns, msgs/s, p50, p99: {panels}");
-    // ---- 25 removals at once (more than the server's burst of control
-    // messages): rate-limited ones are retried, and the page converges.
-    let rows: Vec<String> = serde_json::from_value(
-        c.execute(
-            "const rows = Array.from(document.querySelectorAll('#rows tr'));
-             rows.slice(0, 25).forEach(tr => tr.querySelector('button.remove').click());
-             return rows.map(tr => tr.dataset.sym);",
-            vec![],
-        )
-        .await
-        .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    let rest: Vec<&str> = rows[25..].iter().map(String::as_str).collect();
-    wait_rows(c, &rest).await?;
-    wait_subscribed(c, &rest).await?;
-    click(c, "#add-all").await?;
-    wait_subscribed(c, &all).await?;
-    let resyncs = c
-        .execute("return window.__tickwire.resyncs();", vec![])
-        .await
-        .map_err(|e| e.to_string())?;
-    eprintln!("dashboard: 25 removals at once: {resyncs} resync(s) after rate_limited");
-    no_js_errors(c).await?;
-
     // Show a busy instrument in the big chart.
     click(c, r#"tr[data-sym="NVDA"] td.c-sym"#).await?;
     wait_for(
@@ -219,6 +194,9 @@ async fn run(c: &Client) -> Res {
         "return window.__tickwire.history('NVDA') >= 40 || null;",
     )
     .await?;
+    c.execute("window.scrollTo(0, 0);", vec![])
+        .await
+        .map_err(|e| e.to_string())?;
     dashboard_support::save_screenshot(c, "dashboard-screenshot.png").await;
 
     // ---- stop the server: the page says "reconnecting in N s" ...
@@ -259,6 +237,31 @@ async fn run(c: &Client) -> Res {
     .await;
     moved?;
     wait_all_rows_update(c, "after reconnect").await?;
+
+    // ---- 25 removals at once (more than the server's burst of control
+    // messages): rate-limited ones are retried, and the page converges.
+    let rows: Vec<String> = serde_json::from_value(
+        c.execute(
+            "const rows = Array.from(document.querySelectorAll('#rows tr'));
+             rows.slice(0, 25).forEach(tr => tr.querySelector('button.remove').click());
+             return rows.map(tr => tr.dataset.sym);",
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let rest: Vec<&str> = rows[25..].iter().map(String::as_str).collect();
+    wait_rows(c, &rest).await?;
+    wait_subscribed(c, &rest).await?;
+    click(c, "#add-all").await?;
+    wait_subscribed(c, &all).await?;
+    let resyncs = c
+        .execute("return window.__tickwire.resyncs();", vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("dashboard: 25 removals at once: {resyncs} resync(s) after rate_limited");
+    no_js_errors(c).await?;
 
     // ---- phone width
     dashboard_support::emulate_phone(c, Some((390, 844))).await?;
