@@ -228,6 +228,7 @@
       const sock = new WebSocket(proto + "//" + location.host + "/ws?policy=conflate");
       ws = sock;
       sock.onopen = () => {
+        pings.clear();
         lastMessageAt = Date.now();
         debug.connects++;
         setState("live");
@@ -572,6 +573,7 @@
     const m = meta.get(sym) || { name: "" };
     const tr = document.createElement("tr");
     tr.dataset.sym = sym;
+    tr.tabIndex = 0; // rows are selectable from the keyboard (Enter / Space)
     tr.innerHTML =
       '<td class="c-sym"><span class="s"></span><span class="n"></span></td>' +
       '<td class="c-num px">–</td><td class="c-num c-opt3 chg">–</td><td class="c-num chgp">–</td>' +
@@ -877,6 +879,12 @@
     if (!tr) return;
     if (rm) removeSymbols([tr.dataset.sym]);
     else select(tr.dataset.sym);
+  });
+  el.rows.addEventListener("keydown", (e) => {
+    const tr = e.target.closest("tr[data-sym]");
+    if (!tr || e.target !== tr) return;
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(tr.dataset.sym); }
+    else if (e.key === "Delete" || e.key === "Backspace") { e.preventDefault(); removeSymbols([tr.dataset.sym]); }
   });
   el.addAll.addEventListener("click", () => addSymbols(universe.map((i) => i.sym)));
   el.clearAll.addEventListener("click", () => removeSymbols(selection.slice()));
