@@ -27,19 +27,15 @@ pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -
     r
 }
 
-/// `{"error":"..."}` with a status.
-pub fn error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = simd_json::to_vec(&serde_json_error(message)).expect("serializes");
-    respond(status, JSON, body)
-}
-
 #[derive(serde::Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
 }
 
-fn serde_json_error(message: &str) -> ErrorBody<'_> {
-    ErrorBody { error: message }
+/// `{"error":"..."}` with a status.
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = simd_json::to_vec(&ErrorBody { error: message }).expect("serializes");
+    respond(status, JSON, body)
 }
 
 /// The value of query parameter `name`, percent-decoded.

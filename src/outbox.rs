@@ -125,10 +125,6 @@ impl Outbox {
         }
     }
 
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves only plain data behind.
         self.state.lock().unwrap_or_else(|e| e.into_inner())

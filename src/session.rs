@@ -136,13 +136,11 @@ pub async fn run(
     // A failed write ends the connection without a close decision: the
     // client went away. (A no-op when a close was decided; that one counted.)
     outbox.close_with_frame(Bytes::new(), DisconnectReason::Client);
-    // Give the client a moment to answer our close, unless it is not reading
-    // anyway or we are going away; then stop reading.
-    let wait_for_echo = !matches!(
-        reason,
-        DisconnectReason::SlowConsumer | DisconnectReason::Shutdown
-    );
-    if !wait_for_echo
+    // Keep reading (and dropping) what the client sends until it answers our
+    // close or the grace runs out: closing with unread input makes the kernel
+    // reset the connection, which can destroy the close frame in flight.
+    // Shutdown does not wait: the whole server is going away.
+    if reason == DisconnectReason::Shutdown
         || tokio::time::timeout(CLOSE_GRACE, &mut reader_task)
             .await
             .is_err()

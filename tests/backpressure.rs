@@ -116,3 +116,41 @@ async fn conflate_policy_bounds_a_stalled_client_and_resumes_fresh() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_replies_is_closed() {
+    // Each `symbols` reply is ~6 KiB; the queue allows 8 KiB of ticks, so
+    // unread replies hit the 16 KiB hard cap after a few dozen requests
+    // (once the kernel buffers are full too).
+    let server = start(&[
+        "--queue-max-bytes",
+        "8192",
+        "--control-rate",
+        "1000",
+        "--max-errors",
+        "1000",
+    ])
+    .await;
+    let mut bystander = server.client("/ws?symbols=AAPL").await;
+    bystander.json_of("subscribed").await;
+    let mut flooder = Client::connect(server.addr, "/ws", Some(4096)).await;
+    let mut sent = 0;
+    while server
+        .hub
+        .metrics()
+        .snapshot_totals()
+        .disconnects_for(DisconnectReason::SlowConsumer)
+        == 0
+    {
+        assert!(sent < 20_000, "never closed after {sent} requests");
+        flooder.send(r#"{"op":"symbols"}"#).await;
+        sent += 1;
+        if sent % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(flooder.closed().await, (1008, "slow consumer".to_string()));
+    bystander.send(r#"{"op":"ping","id":2}"#).await;
+    assert_eq!(bystander.json_of("pong").await["id"], 2);
+    server.stop().await;
+}
