@@ -239,7 +239,7 @@ async fn run(c: &Client) -> Res {
     wait_all_rows_update(c, "after reconnect").await?;
 
     // ---- 25 removals at once (more than the server's burst of control
-    // messages): rate-limited ones are retried, and the page converges.
+    // messages): the page paces its control messages, and converges.
     let rows: Vec<String> = serde_json::from_value(
         c.execute(
             "const rows = Array.from(document.querySelectorAll('#rows tr'));
@@ -260,7 +260,7 @@ async fn run(c: &Client) -> Res {
         .execute("return window.__tickwire.resyncs();", vec![])
         .await
         .map_err(|e| e.to_string())?;
-    eprintln!("dashboard: 25 removals at once: {resyncs} resync(s) after rate_limited");
+    eprintln!("dashboard: 25 removals at once: {resyncs} deferred batch(es)");
     no_js_errors(c).await?;
 
     // ---- phone width
@@ -275,6 +275,7 @@ async fn run(c: &Client) -> Res {
     wait_all_rows_update(c, "at phone width").await?;
     dashboard_support::save_screenshot(c, "dashboard-screenshot-phone.png").await;
     no_js_errors(c).await?;
+    no_server_errors(c).await?;
 
     server.stop().await;
     Ok(())
@@ -485,6 +486,21 @@ async fn check_smooth(c: &Client) -> Res {
         ));
     }
     Ok(())
+}
+
+/// The server never answered the page with an error (rate_limited,
+/// unknown_symbol, ...).
+async fn no_server_errors(c: &Client) -> Res {
+    let errors = c
+        .execute("return window.__tickwire.serverErrors();", vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    match errors.as_object() {
+        Some(o) if o.is_empty() => Ok(()),
+        _ => Err(format!(
+            "the server answered the page with errors: {errors}"
+        )),
+    }
 }
 
 async fn no_js_errors(c: &Client) -> Res {

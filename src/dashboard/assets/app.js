@@ -41,7 +41,7 @@
   const dirty = new Set(); // symbols whose row needs repainting
   let structureDirty = true; // rows added / removed
   let sideDirty = true; // KPI panels need repainting
-  const debug = { received: Object.create(null), frames: 0, renderMs: 0, maxRenderMs: 0, connects: 0, resyncs: 0 };
+  const debug = { received: Object.create(null), frames: 0, renderMs: 0, maxRenderMs: 0, connects: 0, resyncs: 0, serverErrors: {} };
   const acked = new Set(); // symbols the server confirmed on this connection
 
   function newQuote(sym) {
@@ -182,9 +182,27 @@
       if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(obj)); return true; }
       return false;
     }
-    // Symbol lists go out in as few messages as possible (the server allows
-    // 10 control messages/s), each well under its 4 KiB message limit.
+    // Subscriptions are reconciled, not fired and forgotten: the server's
+    // acknowledgements maintain `acked`, unacknowledged ops sit in `pending`,
+    // and every change of the selection sends the difference between the
+    // selection and what the server has (or will have). Control messages go
+    // through a token bucket below the server's limit (10/s, bursts of 20);
+    // what does not fit is sent as one batched diff once a token is back.
+    const BUCKET = 16;
+    const REFILL_PER_S = 8;
+    let tokens = BUCKET;
+    let tokensAt = performance.now();
+    function takeToken() {
+      const now = performance.now();
+      tokens = Math.min(BUCKET, tokens + ((now - tokensAt) / 1000) * REFILL_PER_S);
+      tokensAt = now;
+      if (tokens < 1) return false;
+      tokens -= 1;
+      return true;
+    }
+    const pending = new Map(); // id -> {op, symbols}, in send order
     function chunks(list) {
+      // Each message well under the server's 4 KiB limit.
       const out = [];
       let cur = [], bytes = 0;
       for (const sym of list) {
@@ -195,29 +213,46 @@
       if (cur.length) out.push(cur);
       return out;
     }
-    function control(op, syms) {
-      for (const c of chunks(syms)) send({ op, symbols: c, id: nextId++ });
+    function serverView() {
+      const v = new Set(acked);
+      for (const p of pending.values()) for (const s of p.symbols) { if (p.op === "subscribe") v.add(s); else v.delete(s); }
+      return v;
     }
-    function subscribe(syms) { control("subscribe", syms); }
-    function unsubscribe(syms) { control("unsubscribe", syms); }
-    // The server's acknowledgements (subscribed / unsubscribed) maintain
-    // `acked`. When it drops a control message (rate_limited), a resync a
-    // second later sends the difference between the selection and `acked`,
-    // whichever messages were dropped.
-    let resyncTimer = 0;
-    function onError(m) {
-      if (m.code !== "rate_limited") return false;
-      if (!resyncTimer) {
-        resyncTimer = setTimeout(() => {
-          resyncTimer = 0;
-          debug.resyncs++;
-          const want = new Set(selection);
-          const missing = selection.filter((s) => !acked.has(s));
-          const extra = Array.from(acked).filter((s) => !want.has(s));
-          if (missing.length) subscribe(missing);
-          if (extra.length) unsubscribe(extra);
-        }, 1000 + Math.random() * 500);
+    function reconcile() {
+      if (!ws || ws.readyState !== WebSocket.OPEN) return; // onopen subscribes everything
+      const view = serverView();
+      const want = new Set(selection);
+      const ops = [];
+      for (const c of chunks(selection.filter((s) => !view.has(s)))) ops.push(["subscribe", c]);
+      for (const c of chunks(Array.from(view).filter((s) => !want.has(s)))) ops.push(["unsubscribe", c]);
+      for (const [op, symbols] of ops) {
+        if (!takeToken()) { scheduleReconcile(Math.ceil(((1 - tokens) / REFILL_PER_S) * 1000) + 20); return; }
+        const id = nextId++;
+        send({ op, symbols, id });
+        pending.set(id, { op, symbols });
       }
+    }
+    let reconcileTimer = 0;
+    function scheduleReconcile(ms) {
+      if (reconcileTimer) return;
+      reconcileTimer = setTimeout(() => { reconcileTimer = 0; debug.resyncs++; reconcile(); }, ms);
+    }
+    function subscribe() { reconcile(); }
+    function unsubscribe() { reconcile(); }
+    function onAck(m) {
+      if (m.id != null) pending.delete(m.id);
+      const set = m.type === "subscribed";
+      for (const s of m.symbols || []) { if (set) acked.add(s); else acked.delete(s); }
+    }
+    // An error reply ends its op. rate_limited ones carry no id (the server
+    // drops the message unread), so any op may have been lost: forget what
+    // is in flight and reconcile a second later (repeats are harmless).
+    function onError(m) {
+      debug.serverErrors[m.code] = (debug.serverErrors[m.code] || 0) + 1;
+      if (m.id != null) pending.delete(m.id);
+      if (m.code !== "rate_limited") return false;
+      pending.clear();
+      scheduleReconcile(1000 + Math.random() * 500);
       return true;
     }
     function connect() {
@@ -234,7 +269,9 @@
         setState("live");
         for (const q of quotes.values()) q.stale = true;
         acked.clear();
-        if (selection.length) subscribe(selection);
+        pending.clear();
+        tokens = BUCKET;
+        reconcile();
         ping();
       };
       sock.onmessage = (ev) => { lastMessageAt = Date.now(); onMessage(ev.data); };
@@ -259,6 +296,7 @@
     }
     function retryNow() { attempt = 0; connect(); }
     function ping() {
+      if (!ws || ws.readyState !== WebSocket.OPEN || !takeToken()) return;
       const id = nextId++;
       if (send({ op: "ping", id })) pings.set(id, nowUs());
     }
@@ -289,7 +327,7 @@
     clearInterval(pingTimer);
     pingTimer = setInterval(ping, 5000);
     setInterval(() => { if (state === "reconnecting") paintCountdown(); }, 250);
-    return { connect, subscribe, unsubscribe, retryNow, onPong, onSubscribed, onError, get state() { return state; } };
+    return { connect, subscribe, unsubscribe, retryNow, onPong, onSubscribed, onAck, onError, get state() { return state; } };
   })();
 
   let rttUs = null;
@@ -310,11 +348,11 @@
         onTick(m);
         break;
       case "subscribed":
-        for (const s of m.symbols || []) acked.add(s);
+        conn.onAck(m);
         conn.onSubscribed();
         break;
       case "unsubscribed":
-        for (const s of m.symbols || []) acked.delete(s);
+        conn.onAck(m);
         break;
       case "pong":
         conn.onPong(m);
@@ -907,6 +945,7 @@
     history: (sym) => (quotes.get(sym) ? quotes.get(sym).histLen : 0),
     connects: () => debug.connects,
     resyncs: () => debug.resyncs,
+    serverErrors: () => Object.assign({}, debug.serverErrors),
     perf: () => ({ now: performance.now(), frames: debug.frames, avgRenderMs: debug.renderMs, maxRenderMs: debug.maxRenderMs }),
     resetPerf: () => { debug.maxRenderMs = 0; debug.frames = 0; },
   };
