@@ -7,8 +7,16 @@
 //! `TICKWIRE_CHROMEDRIVER`). Without them the test is skipped with a loud
 //! message, unless `CI=true`, where it fails.
 //!
-//! Artifacts: `target/dashboard-screenshot.png` (1280×800) and
-//! `target/dashboard-screenshot-phone.png` (390×844).
+//! One browser session walks through: load and connect, live prices, add
+//! (mouse and keyboard) and remove symbols through the picker and the table,
+//! reload (selection kept), the whole universe at once (frames keep coming),
+//! server stop ("reconnecting in N s") and restart on the same port (live
+//! again), a burst of removals (no rate_limited), phone width; no JavaScript
+//! errors and no server error replies throughout.
+//!
+//! Artifacts under `target/`: `dashboard-screenshot.png` (1280×800),
+//! `dashboard-screenshot-phone.png` (390×844), `dashboard-picker.png`,
+//! `dashboard-reconnecting.png`, and `dashboard-failure.png` on failure.
 
 #[path = "dashboard/support.rs"]
 mod dashboard_support;
@@ -70,15 +78,14 @@ async fn run(c: &Client) -> Res {
         .map_err(|e| format!("search box: {e}"))?;
     search.click().await.map_err(|e| e.to_string())?;
     search.send_keys("eth").await.map_err(|e| e.to_string())?;
-    let option = wait_for(
+    wait_for(
         c,
         "picker lists ETH-USD",
         r#"
         const li = document.querySelector('#symbol-results li[data-sym="ETH-USD"]');
         return li && !document.getElementById('symbol-results').hidden ? true : null;"#,
     )
-    .await;
-    option?;
+    .await?;
     dashboard_support::save_screenshot(c, "dashboard-picker.png").await;
     c.find(Locator::Css(r#"#symbol-results li[data-sym="ETH-USD"]"#))
         .await
@@ -225,7 +232,7 @@ async fn run(c: &Client) -> Res {
     )
     .await?;
     wait_subscribed(c, &all).await?;
-    let moved = wait_for(
+    wait_for(
         c,
         "ticks after reconnect",
         &format!(
@@ -234,8 +241,7 @@ async fn run(c: &Client) -> Res {
              return moved.length === 4 ? moved : null;"
         ),
     )
-    .await;
-    moved?;
+    .await?;
     wait_all_rows_update(c, "after reconnect").await?;
 
     // ---- 25 removals at once (more than the server's burst of control
@@ -265,13 +271,12 @@ async fn run(c: &Client) -> Res {
 
     // ---- phone width
     dashboard_support::emulate_phone(c, Some((390, 844))).await?;
-    let overflow = wait_for(
+    wait_for(
         c,
         "phone layout without horizontal scrolling",
         "return innerWidth <= 420 && document.documentElement.scrollWidth <= innerWidth ? [innerWidth, document.documentElement.scrollWidth] : null;",
     )
-    .await;
-    overflow?;
+    .await?;
     wait_all_rows_update(c, "at phone width").await?;
     dashboard_support::save_screenshot(c, "dashboard-screenshot-phone.png").await;
     no_js_errors(c).await?;
