@@ -7,6 +7,7 @@ use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CON
 use hyper::{Method, Response, StatusCode};
 
 use crate::hub::Hub;
+use crate::session::SessionContext;
 use crate::tick::{write_json, TickKind};
 
 pub type Body = Full<Bytes>;
@@ -26,19 +27,15 @@ pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -
     r
 }
 
-/// `{"error":"..."}` with a status.
-pub fn error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = simd_json::to_vec(&serde_json_error(message)).expect("serializes");
-    respond(status, JSON, body)
-}
-
 #[derive(serde::Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
 }
 
-fn serde_json_error(message: &str) -> ErrorBody<'_> {
-    ErrorBody { error: message }
+/// `{"error":"..."}` with a status.
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = simd_json::to_vec(&ErrorBody { error: message }).expect("serializes");
+    respond(status, JSON, body)
 }
 
 /// The value of query parameter `name`, percent-decoded.
@@ -58,7 +55,13 @@ pub fn split_symbols(list: &str) -> Vec<String> {
 }
 
 /// Answers every request that is not a WebSocket upgrade.
-pub fn handle(method: &Method, path: &str, query: Option<&str>, hub: &Hub) -> Response<Body> {
+pub fn handle(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    ctx: &SessionContext,
+) -> Response<Body> {
+    let hub = &ctx.hub;
     if method != Method::GET && method != Method::HEAD {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported");
     }
@@ -67,10 +70,13 @@ pub fn handle(method: &Method, path: &str, query: Option<&str>, hub: &Hub) -> Re
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            hub.metrics().prometheus(hub.universe().len()),
+            hub.metrics()
+                .prometheus(hub.universe().len(), ctx.sessions.queued()),
         ),
         "/api/stats" => {
-            let stats = hub.metrics().stats(hub.universe().len());
+            let stats = hub
+                .metrics()
+                .stats(hub.universe().len(), ctx.sessions.queued());
             respond(
                 StatusCode::OK,
                 JSON,

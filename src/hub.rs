@@ -206,6 +206,13 @@ impl Sessions {
         outboxes.iter().map(|o| o.backlog()).collect()
     }
 
+    /// Frames and bytes waiting in all outboxes together.
+    pub fn queued(&self) -> (usize, usize) {
+        self.backlogs()
+            .into_iter()
+            .fold((0, 0), |(m, b), (m1, b1)| (m + m1, b + b1))
+    }
+
     /// Refuses new sessions and closes every open one with 1001.
     pub fn close_all(&self) {
         let outboxes: Vec<_> = {

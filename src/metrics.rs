@@ -301,6 +301,9 @@ pub struct Stats {
     pub connections: i64,
     pub subscriptions: i64,
     pub symbols: usize,
+    /// Frames and bytes waiting in all connections' queues right now.
+    pub queued_msgs: usize,
+    pub queued_bytes: usize,
     pub rates: Rates,
     pub totals: Totals,
     pub latency_us: Windowed,
@@ -387,7 +390,7 @@ impl Metrics {
         t
     }
 
-    pub fn stats(&self, symbols: usize) -> Stats {
+    pub fn stats(&self, symbols: usize, queued: (usize, usize)) -> Stats {
         let totals = self.snapshot_totals();
         let r = lock(&self.rollup);
         let mut window = Slice::new();
@@ -410,6 +413,8 @@ impl Metrics {
             connections: self.connections.load(Ordering::Relaxed),
             subscriptions: self.subscriptions.load(Ordering::Relaxed),
             symbols,
+            queued_msgs: queued.0,
+            queued_bytes: queued.1,
             rates,
             totals,
             latency_us: Windowed {
@@ -424,75 +429,97 @@ impl Metrics {
     }
 
     /// `GET /metrics`: Prometheus text exposition format.
-    pub fn prometheus(&self, symbols: usize) -> String {
+    /// `queued`: frames and bytes waiting in all outboxes.
+    pub fn prometheus(&self, symbols: usize, queued: (usize, usize)) -> String {
         let t = self.snapshot_totals();
         let mut o = String::with_capacity(4096);
-        let mut put = |name: &str, kind: &str, help: &str, value: String| {
+        let load = |a: &AtomicI64| a.load(Ordering::Relaxed) as u64;
+        let series: [(&str, &str, &str, u64); 13] = [
+            (
+                "tickwire_connections",
+                "gauge",
+                "Open WebSocket connections.",
+                load(&self.connections),
+            ),
+            (
+                "tickwire_subscriptions",
+                "gauge",
+                "Symbol subscriptions over all connections.",
+                load(&self.subscriptions),
+            ),
+            (
+                "tickwire_symbols",
+                "gauge",
+                "Instruments in the feed.",
+                symbols as u64,
+            ),
+            (
+                "tickwire_ticks_generated_total",
+                "counter",
+                "Ticks produced by the feed.",
+                t.ticks_generated,
+            ),
+            (
+                "tickwire_messages_sent_total",
+                "counter",
+                "Text messages written to clients.",
+                t.msgs_sent,
+            ),
+            (
+                "tickwire_ticks_sent_total",
+                "counter",
+                "Tick messages written to clients.",
+                t.ticks_sent,
+            ),
+            (
+                "tickwire_bytes_sent_total",
+                "counter",
+                "Bytes written to clients.",
+                t.bytes_sent,
+            ),
+            (
+                "tickwire_writes_total",
+                "counter",
+                "Write syscalls to client sockets.",
+                t.writes,
+            ),
+            (
+                "tickwire_conflated_ticks_total",
+                "counter",
+                "Undelivered ticks replaced by a newer tick of the same symbol.",
+                t.conflated,
+            ),
+            (
+                "tickwire_rejected_connections_total",
+                "counter",
+                "WebSocket upgrades refused at the connection limit.",
+                t.rejected_connections,
+            ),
+            (
+                "tickwire_queued_messages",
+                "gauge",
+                "Frames waiting in all connections' queues.",
+                queued.0 as u64,
+            ),
+            (
+                "tickwire_queued_bytes",
+                "gauge",
+                "Bytes waiting in all connections' queues.",
+                queued.1 as u64,
+            ),
+            (
+                "tickwire_uptime_seconds",
+                "gauge",
+                "Seconds since start.",
+                self.started.elapsed().as_secs(),
+            ),
+        ];
+        for (name, kind, help, value) in series {
             let _ = writeln!(
                 o,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
-        };
-        put(
-            "tickwire_connections",
-            "gauge",
-            "Open WebSocket connections.",
-            self.connections.load(Ordering::Relaxed).to_string(),
-        );
-        put(
-            "tickwire_subscriptions",
-            "gauge",
-            "Symbol subscriptions over all connections.",
-            self.subscriptions.load(Ordering::Relaxed).to_string(),
-        );
-        put(
-            "tickwire_symbols",
-            "gauge",
-            "Instruments in the feed.",
-            symbols.to_string(),
-        );
-        put(
-            "tickwire_ticks_generated_total",
-            "counter",
-            "Ticks produced by the feed.",
-            t.ticks_generated.to_string(),
-        );
-        put(
-            "tickwire_messages_sent_total",
-            "counter",
-            "Text messages written to clients.",
-            t.msgs_sent.to_string(),
-        );
-        put(
-            "tickwire_ticks_sent_total",
-            "counter",
-            "Tick messages written to clients.",
-            t.ticks_sent.to_string(),
-        );
-        put(
-            "tickwire_bytes_sent_total",
-            "counter",
-            "Bytes written to clients.",
-            t.bytes_sent.to_string(),
-        );
-        put(
-            "tickwire_writes_total",
-            "counter",
-            "Write syscalls to client sockets.",
-            t.writes.to_string(),
-        );
-        put(
-            "tickwire_conflated_ticks_total",
-            "counter",
-            "Undelivered ticks replaced by a newer tick of the same symbol.",
-            t.conflated.to_string(),
-        );
-        put(
-            "tickwire_rejected_connections_total",
-            "counter",
-            "WebSocket upgrades refused at the connection limit.",
-            t.rejected_connections.to_string(),
-        );
+        }
         let _ = writeln!(o, "# HELP tickwire_disconnects_total Connections ended, by reason.\n# TYPE tickwire_disconnects_total counter");
         for (reason, n) in &t.disconnects {
             let _ = writeln!(o, "tickwire_disconnects_total{{reason=\"{reason}\"}} {n}");
@@ -553,11 +580,11 @@ mod tests {
         assert_eq!(m.snapshot_totals().msgs_sent, 2);
         m.roll();
         m.shard().msgs_sent += 1;
-        let st = m.stats(1);
+        let st = m.stats(1, (0, 0));
         assert_eq!(st.totals.msgs_sent, 3);
         assert_eq!(st.latency_us.window_10s.count, 2);
         assert!((st.latency_us.window_10s.max - 3000.0).abs() < 5.0);
-        let text = m.prometheus(1);
+        let text = m.prometheus(1, (0, 0));
         assert!(text.contains("tickwire_messages_sent_total 3"));
         assert!(text.contains("tickwire_tick_latency_seconds_bucket{le=\"0.001\"} 1"));
         assert!(text.contains("tickwire_tick_latency_seconds_count 2"));

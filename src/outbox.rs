@@ -125,10 +125,6 @@ impl Outbox {
         }
     }
 
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves only plain data behind.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -214,7 +210,8 @@ impl Outbox {
         overflow_order.retain(|sym| overflow.contains_key(sym));
     }
 
-    /// Closes the connection with `code`. The first close wins.
+    /// Closes the connection with `code`. The first close wins, and is the
+    /// one counted in the disconnect metrics.
     pub fn close(&self, code: u16, reason: DisconnectReason) {
         let mut s = self.lock();
         let wakers = self.close_locked(&mut s, code, reason);
@@ -228,6 +225,7 @@ impl Outbox {
         if s.closing.is_some() {
             return;
         }
+        self.metrics.count_disconnect(reason);
         s.closing = Some(Closing {
             flush: VecDeque::new(),
             frame,
@@ -249,6 +247,7 @@ impl Outbox {
         if s.closing.is_some() {
             return (None, None);
         }
+        self.metrics.count_disconnect(reason);
         // A slow consumer gets nothing more, and shutdown should not wait on
         // data; a protocol close first delivers the replies that explain it.
         let flush = match reason {
@@ -441,6 +440,10 @@ mod tests {
         let close = drain(&o);
         assert_eq!(close, vec![0, 0xF0]); // 1008 = 0x03F0
         assert_eq!(o.backlog(), (0, 0));
+        o.close(1001, DisconnectReason::Shutdown);
+        let totals = o.metrics.snapshot_totals();
+        assert_eq!(totals.disconnects_for(DisconnectReason::SlowConsumer), 1);
+        assert_eq!(totals.disconnects_for(DisconnectReason::Shutdown), 0);
     }
 
     #[test]

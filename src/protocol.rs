@@ -37,6 +37,17 @@ pub enum Request {
     },
 }
 
+impl Request {
+    pub fn id(&self) -> Option<&Id> {
+        match self {
+            Request::Subscribe { id, .. }
+            | Request::Unsubscribe { id, .. }
+            | Request::Symbols { id }
+            | Request::Ping { id } => id.as_ref(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

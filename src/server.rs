@@ -206,7 +206,7 @@ fn route(
 ) -> Response<Body> {
     let path = req.uri().path();
     if path != "/ws" || !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return api::handle(req.method(), path, req.uri().query(), &ctx.hub);
+        return api::handle(req.method(), path, req.uri().query(), ctx);
     }
     let query = req.uri().query();
     let policy = match api::query_param(query, "policy") {
@@ -261,7 +261,7 @@ async fn report(ctx: SessionContext, shutdown: Shutdown) {
         metrics.roll();
         n += 1;
         if n.is_multiple_of(every) {
-            let s = metrics.stats(ctx.hub.universe().len());
+            let s = metrics.stats(ctx.hub.universe().len(), ctx.sessions.queued());
             tracing::info!(
                 "{:.0} ticks/s, {:.0} msgs/s ({:.1} per write), {} connections, latency p50 {:.0} µs p99 {:.0} µs, conflated {}",
                 s.rates.ticks_per_s,

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 
@@ -90,7 +90,14 @@ pub async fn run(
         }
     };
     let (read_half, write_half) = parts.io.into_inner().into_split();
-    let read = AsyncReadExt::chain(Cursor::new(parts.read_buf), read_half);
+    // `read_buf` is a slice of hyper's whole read buffer: copy the (rare)
+    // leftover bytes rather than keep that buffer alive per connection.
+    let leftover = if parts.read_buf.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(&parts.read_buf)
+    };
+    let read = AsyncReadExt::chain(Cursor::new(leftover), read_half);
     let (mut reader, _) =
         fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
     // fastwebsockets refuses frames of `>= max` bytes; we allow `max`.
@@ -109,8 +116,7 @@ pub async fn run(
     let Some(session_id) = ctx.sessions.register(outbox.clone()) else {
         // Shutting down, so the registry refused us: close right away.
         outbox.close(1001, DisconnectReason::Shutdown);
-        let reason = write_loop(write_half, &outbox, config).await;
-        metrics.count_disconnect(reason);
+        write_loop(write_half, &outbox, config).await;
         return;
     };
     metrics
@@ -127,13 +133,14 @@ pub async fn run(
     }
     let mut reader_task = tokio::spawn(read_loop(reader, session.clone()));
     let reason = write_loop(write_half, &outbox, config).await;
-    // Give the client a moment to answer our close, unless it is not reading
-    // anyway or we are going away; then stop reading.
-    let wait_for_echo = !matches!(
-        reason,
-        DisconnectReason::SlowConsumer | DisconnectReason::Shutdown
-    );
-    if !wait_for_echo
+    // A failed write ends the connection without a close decision: the
+    // client went away. (A no-op when a close was decided; that one counted.)
+    outbox.close_with_frame(Bytes::new(), DisconnectReason::Client);
+    // Keep reading (and dropping) what the client sends until it answers our
+    // close or the grace runs out: closing with unread input makes the kernel
+    // reset the connection, which can destroy the close frame in flight.
+    // Shutdown does not wait: the whole server is going away.
+    if reason == DisconnectReason::Shutdown
         || tokio::time::timeout(CLOSE_GRACE, &mut reader_task)
             .await
             .is_err()
@@ -144,7 +151,6 @@ pub async fn run(
     let subs: Vec<SymbolId> = session.subscriptions().drain().collect();
     ctx.hub.unsubscribe(&outbox, &subs);
     ctx.sessions.remove(session_id);
-    metrics.count_disconnect(reason);
     metrics
         .connections
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -239,10 +245,12 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: &Outbox, config: &Config) ->
             bytes: closing.frame,
             kind: Kind::Control,
         });
-        let _ = tokio::time::timeout(
-            CLOSE_GRACE,
-            write_batch(&mut wr, &mut batch, &mut head_partial, &metrics),
-        )
+        // Then half-close: the client sees the end of our stream after the
+        // close frame.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            write_batch(&mut wr, &mut batch, &mut head_partial, &metrics).await?;
+            wr.shutdown().await
+        })
         .await;
     }
     closing.reason
@@ -372,6 +380,10 @@ async fn read_loop<R: AsyncRead + Unpin>(mut ws: WebSocketRead<R>, session: Arc<
         }
         std::future::ready(Ok::<(), io::Error>(()))
     };
+    // Reads until the client's close frame or the end of the stream. After
+    // the server decided to close, frames are read and dropped: leaving
+    // them unread would make the kernel answer with a reset, which can
+    // destroy the close frame before the client reads it.
     loop {
         let frame = match ws.read_frame(&mut send).await {
             Ok(frame) => frame,
@@ -381,8 +393,11 @@ async fn read_loop<R: AsyncRead + Unpin>(mut ws: WebSocketRead<R>, session: Arc<
             }
         };
         reader.session.outbox.heard_from_client();
-        if !reader.on_frame(frame) {
+        if frame.opcode == OpCode::Close {
             return;
+        }
+        if !reader.session.outbox.is_closing() {
+            reader.on_frame(frame);
         }
     }
 }
@@ -410,58 +425,62 @@ impl Reader {
         }
     }
 
-    /// Handles one frame; false once the connection is done.
-    fn on_frame(&mut self, mut frame: Frame<'_>) -> bool {
+    /// Handles one data or control frame (close frames are the loop's).
+    fn on_frame(&mut self, mut frame: Frame<'_>) {
         let max = self.session.ctx.config.max_message;
         match frame.opcode {
             OpCode::Text if frame.fin => {
                 if self.fragments.is_some() {
                     self.close(1002, DisconnectReason::ProtocolError);
-                    return false;
+                    return;
                 }
                 self.on_text(frame.payload.to_mut());
             }
             OpCode::Text => {
                 if self.fragments.is_some() {
                     self.close(1002, DisconnectReason::ProtocolError);
-                    return false;
+                    return;
                 }
                 self.fragments = Some(frame.payload.to_vec());
             }
             OpCode::Continuation => {
                 let Some(buf) = self.fragments.as_mut() else {
                     self.close(1002, DisconnectReason::ProtocolError);
-                    return false;
+                    return;
                 };
                 if buf.len() + frame.payload.len() > max {
                     self.close(1009, DisconnectReason::MessageTooBig);
-                    return false;
+                    return;
                 }
                 buf.extend_from_slice(&frame.payload);
                 if frame.fin {
                     let mut text = self.fragments.take().expect("checked above");
                     if std::str::from_utf8(&text).is_err() {
                         self.close(1007, DisconnectReason::InvalidPayload);
-                        return false;
+                    } else {
+                        self.on_text(&mut text);
                     }
-                    self.on_text(&mut text);
                 }
             }
-            OpCode::Binary => {
-                self.close(1003, DisconnectReason::UnsupportedData);
-                return false;
-            }
-            // The echo went out through `send`.
-            OpCode::Close => return false,
-            OpCode::Ping | OpCode::Pong => {}
+            OpCode::Binary => self.close(1003, DisconnectReason::UnsupportedData),
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {}
         }
-        !self.session.outbox.is_closing()
     }
 
     fn on_text(&mut self, text: &mut [u8]) {
+        let buffers = self
+            .buffers
+            .get_or_insert_with(|| simd_json::Buffers::new(text.len()));
+        let request = protocol::parse_request(text, buffers);
         if !self.requests.take() {
+            // Parsed anyway (a few hundred ns) so the error can name the
+            // request it refuses; the error budget bounds such storms.
+            let id = match &request {
+                Ok(r) => r.id().cloned(),
+                Err(e) => e.id.clone(),
+            };
             self.reply_error(RequestError::new(
-                None,
+                id,
                 ErrorCode::RateLimited,
                 format!(
                     "more than {} control messages per second; this one was ignored",
@@ -470,10 +489,7 @@ impl Reader {
             ));
             return;
         }
-        let buffers = self
-            .buffers
-            .get_or_insert_with(|| simd_json::Buffers::new(text.len()));
-        match protocol::parse_request(text, buffers) {
+        match request {
             Ok(Request::Subscribe { id, symbols }) => {
                 if let Some(e) = self.session.subscribe(id, symbols) {
                     self.reply_error(e);

@@ -5,17 +5,18 @@ mod common;
 use common::*;
 use tickwire::metrics::DisconnectReason;
 
-/// 10 symbols at 2,000 ticks/s each and small queues: a client that stops
-/// reading backs up within a fraction of a second.
+/// 10 symbols at 2,000 ticks/s each. A client of all ten that stops reading
+/// fills its queue within a second; a reader of one symbol has half a second
+/// of scheduling slack before its queue would fill.
 const BUSY: &[&str] = &[
     "--synthetic",
     "10",
     "--rate",
     "2000",
     "--queue-max-msgs",
-    "64",
+    "1024",
     "--queue-max-bytes",
-    "16384",
+    "262144",
 ];
 
 /// Reads `count` ticks from a client, asserting per-symbol contiguity.
@@ -35,8 +36,8 @@ fn fast_reader(mut c: Client, count: u64) -> tokio::task::JoinHandle<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_policy_closes_a_stalled_client_with_1008() {
     let server = start(BUSY).await;
-    let reader = server.client("/ws?symbols=S0,S1&policy=disconnect").await;
-    let reader = fast_reader(reader, 6000);
+    let reader = server.client("/ws?symbols=S0&policy=disconnect").await;
+    let reader = fast_reader(reader, 4000);
 
     // Subscribes to everything, then stops reading.
     let mut staller =
@@ -53,7 +54,7 @@ async fn disconnect_policy_closes_a_stalled_client_with_1008() {
     assert_eq!(staller.closed().await, (1008, "slow consumer".to_string()));
 
     // Meanwhile the fast reader kept a contiguous stream and was not closed.
-    assert_eq!(within(reader).await.unwrap(), 6000);
+    assert_eq!(within(reader).await.unwrap(), 4000);
     let totals = server.hub.metrics().snapshot_totals();
     assert_eq!(totals.disconnects_for(DisconnectReason::SlowConsumer), 1);
     server.stop().await;
@@ -62,14 +63,10 @@ async fn disconnect_policy_closes_a_stalled_client_with_1008() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflate_policy_bounds_a_stalled_client_and_resumes_fresh() {
     let server = start(BUSY).await;
-    let reader = fast_reader(server.client("/ws?symbols=S0,S1").await, 6000);
+    let reader = fast_reader(server.client("/ws?symbols=S9").await, 4000);
 
-    let mut staller = Client::connect(
-        server.addr,
-        "/ws?symbols=S0,S1,S2,S3,S4&policy=conflate",
-        Some(4096),
-    )
-    .await;
+    let mut staller =
+        Client::connect(server.addr, "/ws?symbols=*&policy=conflate", Some(4096)).await;
     server
         .until("conflation", |hub| {
             hub.metrics().snapshot_totals().conflated > 2000
@@ -78,8 +75,8 @@ async fn conflate_policy_bounds_a_stalled_client_and_resumes_fresh() {
     // Stalled and conflating: its backlog is at most the queue bound plus one
     // tick per subscribed symbol, however long it stalls.
     let worst = server.sessions.backlogs().into_iter().max().unwrap();
-    assert!(worst.0 <= 64 + 5, "backlog {worst:?}");
-    assert!(worst.1 <= 16384, "backlog {worst:?}");
+    assert!(worst.0 <= 1024 + 10, "backlog {worst:?}");
+    assert!(worst.1 <= 262_144 + 10 * 200, "backlog {worst:?}");
     let mark = server
         .hub
         .latest(server.hub.universe().id_of("S0").unwrap())
@@ -108,7 +105,7 @@ async fn conflate_policy_bounds_a_stalled_client_and_resumes_fresh() {
         }
     }
     assert!(jumps > 0, "a conflated stream shows seq jumps");
-    assert_eq!(within(reader).await.unwrap(), 6000);
+    assert_eq!(within(reader).await.unwrap(), 4000);
     assert_eq!(
         server
             .hub
@@ -117,5 +114,43 @@ async fn conflate_policy_bounds_a_stalled_client_and_resumes_fresh() {
             .disconnects_for(DisconnectReason::SlowConsumer),
         0
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_replies_is_closed() {
+    // Each `symbols` reply is ~6 KiB; the queue allows 8 KiB of ticks, so
+    // unread replies hit the 16 KiB hard cap after a few dozen requests
+    // (once the kernel buffers are full too).
+    let server = start(&[
+        "--queue-max-bytes",
+        "8192",
+        "--control-rate",
+        "1000",
+        "--max-errors",
+        "1000",
+    ])
+    .await;
+    let mut bystander = server.client("/ws?symbols=AAPL").await;
+    bystander.json_of("subscribed").await;
+    let mut flooder = Client::connect(server.addr, "/ws", Some(4096)).await;
+    let mut sent = 0;
+    while server
+        .hub
+        .metrics()
+        .snapshot_totals()
+        .disconnects_for(DisconnectReason::SlowConsumer)
+        == 0
+    {
+        assert!(sent < 20_000, "never closed after {sent} requests");
+        flooder.send(r#"{"op":"symbols"}"#).await;
+        sent += 1;
+        if sent % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(flooder.closed().await, (1008, "slow consumer".to_string()));
+    bystander.send(r#"{"op":"ping","id":2}"#).await;
+    assert_eq!(bystander.json_of("pong").await["id"], 2);
     server.stop().await;
 }

@@ -281,6 +281,16 @@ async fn error_storms_are_rate_limited_then_closed_with_1008() {
     assert_eq!(close, (1008, "too many errors".to_string()));
     assert!(codes.iter().any(|c| c == "bad_request"), "{codes:?}");
     assert!(codes.iter().any(|c| c == "rate_limited"), "{codes:?}");
+    // A rate-limited request is named by its id.
+    let mut pinger = server.client("/ws").await;
+    for id in 0..12 {
+        pinger.send(&format!(r#"{{"op":"ping","id":{id}}}"#)).await;
+    }
+    let err = pinger.json_of("error").await;
+    assert_eq!(
+        (err["code"].as_str(), err["id"].as_i64()),
+        (Some("rate_limited"), Some(10))
+    );
     // The server keeps serving the others.
     bystander.send(r#"{"op":"ping","id":1}"#).await;
     assert_eq!(bystander.json_of("pong").await["id"], 1);

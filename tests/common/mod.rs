@@ -157,7 +157,14 @@ impl Client {
                 let frame = self.ws.read_frame().await.expect("read a frame");
                 match frame.opcode {
                     OpCode::Text => {
-                        return Msg::Json(serde_json::from_slice(&frame.payload).unwrap())
+                        return Msg::Json(serde_json::from_slice(&frame.payload).unwrap_or_else(
+                            |e| {
+                                panic!(
+                                    "not JSON ({e}): {:?}",
+                                    String::from_utf8_lossy(&frame.payload)
+                                )
+                            },
+                        ))
                     }
                     OpCode::Close => {
                         let p = &frame.payload;
@@ -167,6 +174,9 @@ impl Client {
                             1005
                         };
                         let reason = String::from_utf8_lossy(p.get(2..).unwrap_or(&[])).into();
+                        // Answer like any well-behaved client; the server
+                        // may already be gone.
+                        let _ = self.ws.write_frame(Frame::close(1000, b"")).await;
                         return Msg::Close(code, reason);
                     }
                     OpCode::Ping => return Msg::Ping,
