@@ -433,7 +433,6 @@ async fn serve(
         // Never read again; at the end just drop the socket (the server
         // sees a reset, as it would from a vanished client).
         let _ = stop.wait_for(|s| *s).await;
-        ctx.stats.borrow_mut().error("stalled client dropped");
         return Step::Continue;
     }
     // Frames that arrived with the upgrade response.
