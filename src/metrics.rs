@@ -138,16 +138,30 @@ impl Shard {
             writes: 0,
         }
     }
+
+    fn add(&mut self, o: &Shard) {
+        self.latency.add(&o.latency).expect("same bounds");
+        self.fanout.add(&o.fanout).expect("same bounds");
+        self.msgs_sent += o.msgs_sent;
+        self.ticks_sent += o.ticks_sent;
+        self.bytes_sent += o.bytes_sent;
+        self.writes += o.writes;
+    }
+
+    fn reset(&mut self) {
+        self.latency.reset();
+        self.fanout.reset();
+        self.msgs_sent = 0;
+        self.ticks_sent = 0;
+        self.bytes_sent = 0;
+        self.writes = 0;
+    }
 }
 
-/// One rolled interval (a second, or everything since start).
+/// One rolled interval (a second, or everything since start): what the
+/// shards recorded in it, plus the feed's count and the interval's length.
 struct Slice {
-    latency: Histogram<u64>,
-    fanout: Histogram<u64>,
-    msgs_sent: u64,
-    ticks_sent: u64,
-    bytes_sent: u64,
-    writes: u64,
+    sent: Shard,
     ticks_generated: u64,
     secs: f64,
 }
@@ -155,24 +169,14 @@ struct Slice {
 impl Slice {
     fn new() -> Slice {
         Slice {
-            latency: histogram(),
-            fanout: histogram(),
-            msgs_sent: 0,
-            ticks_sent: 0,
-            bytes_sent: 0,
-            writes: 0,
+            sent: Shard::new(),
             ticks_generated: 0,
             secs: 0.0,
         }
     }
 
     fn add(&mut self, o: &Slice) {
-        self.latency.add(&o.latency).expect("same bounds");
-        self.fanout.add(&o.fanout).expect("same bounds");
-        self.msgs_sent += o.msgs_sent;
-        self.ticks_sent += o.ticks_sent;
-        self.bytes_sent += o.bytes_sent;
-        self.writes += o.writes;
+        self.sent.add(&o.sent);
         self.ticks_generated += o.ticks_generated;
         self.secs += o.secs;
     }
@@ -339,14 +343,8 @@ impl Metrics {
         let mut slice = Slice::new();
         for shard in &self.shards {
             let mut s = lock(shard);
-            slice.latency.add(&s.latency).expect("same bounds");
-            slice.fanout.add(&s.fanout).expect("same bounds");
-            s.latency.reset();
-            s.fanout.reset();
-            slice.msgs_sent += std::mem::take(&mut s.msgs_sent);
-            slice.ticks_sent += std::mem::take(&mut s.ticks_sent);
-            slice.bytes_sent += std::mem::take(&mut s.bytes_sent);
-            slice.writes += std::mem::take(&mut s.writes);
+            slice.sent.add(&s);
+            s.reset();
         }
         let mut r = lock(&self.rollup);
         let generated = self.ticks_generated.load(Ordering::Relaxed);
@@ -367,10 +365,10 @@ impl Metrics {
             let r = lock(&self.rollup);
             Totals {
                 ticks_generated: self.ticks_generated.load(Ordering::Relaxed),
-                msgs_sent: r.total.msgs_sent,
-                ticks_sent: r.total.ticks_sent,
-                bytes_sent: r.total.bytes_sent,
-                writes: r.total.writes,
+                msgs_sent: r.total.sent.msgs_sent,
+                ticks_sent: r.total.sent.ticks_sent,
+                bytes_sent: r.total.sent.bytes_sent,
+                writes: r.total.sent.writes,
                 conflated: self.conflated.load(Ordering::Relaxed),
                 rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
                 disconnects: DisconnectReason::ALL
@@ -400,12 +398,12 @@ impl Metrics {
         let secs = window.secs.max(1e-9);
         let rates = Rates {
             ticks_per_s: window.ticks_generated as f64 / secs,
-            msgs_per_s: window.msgs_sent as f64 / secs,
-            bytes_per_s: window.bytes_sent as f64 / secs,
-            msgs_per_write: if window.writes == 0 {
+            msgs_per_s: window.sent.msgs_sent as f64 / secs,
+            bytes_per_s: window.sent.bytes_sent as f64 / secs,
+            msgs_per_write: if window.sent.writes == 0 {
                 0.0
             } else {
-                window.msgs_sent as f64 / window.writes as f64
+                window.sent.msgs_sent as f64 / window.sent.writes as f64
             },
         };
         Stats {
@@ -418,12 +416,12 @@ impl Metrics {
             rates,
             totals,
             latency_us: Windowed {
-                window_10s: Percentiles::of(&window.latency),
-                since_start: Percentiles::of(&r.total.latency),
+                window_10s: Percentiles::of(&window.sent.latency),
+                since_start: Percentiles::of(&r.total.sent.latency),
             },
             fanout_us: Windowed {
-                window_10s: Percentiles::of(&window.fanout),
-                since_start: Percentiles::of(&r.total.fanout),
+                window_10s: Percentiles::of(&window.sent.fanout),
+                since_start: Percentiles::of(&r.total.sent.fanout),
             },
         }
     }
@@ -527,12 +525,12 @@ impl Metrics {
         let r = lock(&self.rollup);
         histogram_text(&mut o, "tickwire_tick_latency_seconds",
             "Tick generation to its bytes handed to the kernel, per delivered tick (rolled each second).",
-            &r.total.latency);
+            &r.total.sent.latency);
         histogram_text(
             &mut o,
             "tickwire_fanout_seconds",
             "Time to queue one tick for all its subscribers (rolled each second).",
-            &r.total.fanout,
+            &r.total.sent.fanout,
         );
         o
     }
