@@ -66,10 +66,10 @@ fn parse_control_fresh_buffers(bencher: Bencher) {
 
 const GEN_BATCH: u64 = 100_000;
 
-/// Generator alone: 10,000 symbols at 100 ticks/s (1,000,000 ticks/s
-/// nominal); each iteration makes 100,000 ticks (0.1 s of market time).
-#[divan::bench]
-fn generate(bencher: Bencher) {
+/// Runs a generator over 10,000 symbols at 100 ticks/s (1,000,000 ticks/s
+/// nominal), handing each tick to `per_tick`; each iteration makes 100,000
+/// ticks (0.1 s of market time).
+fn bench_generator(bencher: Bencher, mut per_tick: impl FnMut(&Universe, &Tick)) {
     let u = Universe::synthetic(10_000, 100.0);
     let mut gen = Generator::new(&u, 1);
     let mut now = 0u64;
@@ -77,10 +77,16 @@ fn generate(bencher: Bencher) {
         let mut n = 0;
         while n < GEN_BATCH as usize {
             now += 1_000_000;
-            n += gen.advance(now, now / 1000, |t| {
-                divan::black_box(t);
-            });
+            n += gen.advance(now, now / 1000, |t| per_tick(&u, t));
         }
+    });
+}
+
+/// The generator alone.
+#[divan::bench]
+fn generate(bencher: Bencher) {
+    bench_generator(bencher, |_, t| {
+        divan::black_box(t);
     });
 }
 
@@ -88,17 +94,8 @@ fn generate(bencher: Bencher) {
 /// encode.
 #[divan::bench]
 fn generate_and_encode(bencher: Bencher) {
-    let u = Universe::synthetic(10_000, 100.0);
-    let mut gen = Generator::new(&u, 1);
-    let mut now = 0u64;
-    bencher.counter(ItemsCount::new(GEN_BATCH)).bench_local(|| {
-        let mut n = 0;
-        while n < GEN_BATCH as usize {
-            now += 1_000_000;
-            n += gen.advance(now, now / 1000, |t| {
-                divan::black_box(TickFrame::encode(t, u.get(t.sym), TickKind::Tick));
-            });
-        }
+    bench_generator(bencher, |u, t| {
+        divan::black_box(TickFrame::encode(t, u.get(t.sym), TickKind::Tick));
     });
 }
 

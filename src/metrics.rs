@@ -18,6 +18,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
+
+use crate::protocol::ErrorCode;
 use serde::Serialize;
 
 /// Wall-clock nanoseconds since the Unix epoch.
@@ -201,6 +203,7 @@ pub struct Metrics {
     pub rejected_connections: AtomicU64,
     conflated: AtomicU64,
     disconnects: [AtomicU64; DisconnectReason::ALL.len()],
+    errors: [AtomicU64; ErrorCode::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -221,6 +224,7 @@ impl Default for Metrics {
             rejected_connections: AtomicU64::new(0),
             conflated: AtomicU64::new(0),
             disconnects: Default::default(),
+            errors: Default::default(),
         }
     }
 }
@@ -240,6 +244,8 @@ pub struct Totals {
     pub conflated: u64,
     pub rejected_connections: u64,
     pub disconnects: std::collections::BTreeMap<&'static str, u64>,
+    /// `error` replies sent, by code.
+    pub errors: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Totals {
@@ -332,6 +338,11 @@ impl Metrics {
         self.conflated.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn count_error(&self, code: ErrorCode) {
+        let i = ErrorCode::ALL.iter().position(|x| *x == code).unwrap();
+        self.errors[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn count_disconnect(&self, r: DisconnectReason) {
         let i = DisconnectReason::ALL.iter().position(|x| *x == r).unwrap();
         self.disconnects[i].fetch_add(1, Ordering::Relaxed);
@@ -375,6 +386,11 @@ impl Metrics {
                     .iter()
                     .zip(&self.disconnects)
                     .map(|(r, c)| (r.label(), c.load(Ordering::Relaxed)))
+                    .collect(),
+                errors: ErrorCode::ALL
+                    .iter()
+                    .zip(&self.errors)
+                    .map(|(e, c)| (e.label(), c.load(Ordering::Relaxed)))
                     .collect(),
             }
         };
@@ -521,6 +537,10 @@ impl Metrics {
         let _ = writeln!(o, "# HELP tickwire_disconnects_total Connections ended, by reason.\n# TYPE tickwire_disconnects_total counter");
         for (reason, n) in &t.disconnects {
             let _ = writeln!(o, "tickwire_disconnects_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP tickwire_request_errors_total Error replies sent to clients, by code.\n# TYPE tickwire_request_errors_total counter");
+        for (code, n) in &t.errors {
+            let _ = writeln!(o, "tickwire_request_errors_total{{code=\"{code}\"}} {n}");
         }
         let r = lock(&self.rollup);
         histogram_text(&mut o, "tickwire_tick_latency_seconds",

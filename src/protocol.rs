@@ -58,6 +58,27 @@ pub enum ErrorCode {
     TooManySymbols,
 }
 
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 5] = [
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownOp,
+        ErrorCode::UnknownSymbol,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManySymbols,
+    ];
+
+    /// The `code` on the wire.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::UnknownSymbol => "unknown_symbol",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManySymbols => "too_many_symbols",
+        }
+    }
+}
+
 /// A request that gets an `error` reply (and the connection stays open).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestError {

@@ -518,6 +518,7 @@ impl Reader {
 
     /// Sends an error reply; a storm of them closes the connection.
     fn reply_error(&mut self, e: RequestError) {
+        self.session.ctx.hub.metrics().count_error(e.code);
         if !self.errors.take() {
             self.close(1008, DisconnectReason::Abuse);
             return;

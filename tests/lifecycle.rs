@@ -136,6 +136,7 @@ async fn http_endpoints_return_well_formed_data() {
         "tickwire_ticks_generated_total ",
         "tickwire_conflated_ticks_total 0",
         "tickwire_disconnects_total{reason=\"slow_consumer\"} 0",
+        "tickwire_request_errors_total{code=\"rate_limited\"} 0",
         "tickwire_tick_latency_seconds_bucket{le=\"+Inf\"}",
         "tickwire_fanout_seconds_count",
     ] {

@@ -291,6 +291,11 @@ async fn error_storms_are_rate_limited_then_closed_with_1008() {
         (err["code"].as_str(), err["id"].as_i64()),
         (Some("rate_limited"), Some(10))
     );
+    let errors = server.hub.metrics().snapshot_totals().errors;
+    assert!(
+        errors["bad_request"] >= 1 && errors["rate_limited"] >= 1,
+        "{errors:?}"
+    );
     // The server keeps serving the others.
     bystander.send(r#"{"op":"ping","id":1}"#).await;
     assert_eq!(bystander.json_of("pong").await["id"], 1);
