@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::Instant;
 
 use crate::feed::{Generator, SymbolId, Universe};
@@ -66,16 +67,15 @@ impl Hub {
         &self.symbols_json
     }
 
-    /// Encodes `tick` once and queues it for every subscriber of its symbol.
-    /// Returns how long the fan-out took, in nanoseconds.
-    pub fn publish(&self, tick: &Tick) -> u64 {
+    /// Encodes `tick` once and queues it for every subscriber of its symbol,
+    /// adding the writers to wake to `wake`. Returns how long the fan-out
+    /// took, in nanoseconds.
+    pub fn publish(&self, tick: &Tick, wake: &mut Vec<Waker>) -> u64 {
         let frame = TickFrame::encode(tick, self.universe.get(tick.sym), TickKind::Tick);
         let started = Instant::now();
         let mut topic = self.topics[tick.sym as usize].lock();
         topic.latest = Some(*tick);
-        for outbox in &topic.subscribers {
-            outbox.push_tick(&frame);
-        }
+        wake.extend(topic.subscribers.iter().filter_map(|o| o.push_tick(&frame)));
         drop(topic);
         started.elapsed().as_nanos() as u64
     }
@@ -129,11 +129,17 @@ impl Hub {
 pub async fn run_feed(hub: Arc<Hub>, mut generator: Generator, shutdown: Shutdown) {
     let start = tokio::time::Instant::now();
     let mut fanout_ns: Vec<u64> = Vec::with_capacity(1024);
+    let mut writers: Vec<Waker> = Vec::new();
     loop {
         let now_ns = start.elapsed().as_nanos() as u64;
         let n = generator.advance(now_ns, metrics::wall_us(), |tick| {
-            fanout_ns.push(hub.publish(tick));
+            fanout_ns.push(hub.publish(tick, &mut writers));
         });
+        // Writers start once the whole batch is queued: each then finds all
+        // of its share, and none competes with the fan-out for the cores.
+        for w in writers.drain(..) {
+            w.wake();
+        }
         if n > 0 {
             let m = hub.metrics();
             m.ticks_generated.fetch_add(n as u64, Ordering::Relaxed);

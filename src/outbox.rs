@@ -130,11 +130,15 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a tick for this connection (the fan-out path).
-    pub fn push_tick(&self, tick: &TickFrame) {
+    /// Queues a tick for this connection (the fan-out path). Returns the
+    /// writer's waker instead of waking it, so that the feed can wake every
+    /// writer once its whole batch is queued, rather than have writers start
+    /// while it is still fanning out.
+    #[must_use = "wake the returned writer once the batch is queued"]
+    pub fn push_tick(&self, tick: &TickFrame) -> Option<Waker> {
         let mut s = self.lock();
         if s.closing.is_some() {
-            return;
+            return None;
         }
         let full = s.queue.len() >= self.limits.max_msgs
             || s.queued_bytes + tick.bytes.len() > self.limits.max_bytes;
@@ -148,13 +152,13 @@ impl Outbox {
                     } else {
                         s.overflow_order.push(tick.sym);
                     }
-                    return;
+                    return None;
                 }
                 Policy::Disconnect => {
-                    let waker = self.close_locked(&mut s, 1008, DisconnectReason::SlowConsumer);
+                    let wakers = self.close_locked(&mut s, 1008, DisconnectReason::SlowConsumer);
                     drop(s);
-                    wake(waker);
-                    return;
+                    wake(wakers);
+                    return None;
                 }
             }
         }
@@ -163,11 +167,7 @@ impl Outbox {
             bytes: tick.bytes.clone(),
             kind: Kind::Tick { ts_ns: tick.ts_ns },
         });
-        let waker = s.waker.take();
-        drop(s);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        s.waker.take()
     }
 
     /// Queues a reply, snapshot, heartbeat or control frame. These are never
@@ -404,16 +404,16 @@ mod tests {
     fn conflation_keeps_the_newest_tick_per_symbol_in_order() {
         let o = outbox(Policy::Conflate);
         for seq in 1..=4 {
-            o.push_tick(&tick(0, seq));
+            let _ = o.push_tick(&tick(0, seq));
         }
         // Full: sym 0 seq 5..7 conflate into one slot, sym 1 gets its own.
-        o.push_tick(&tick(0, 5));
-        o.push_tick(&tick(1, 100));
-        o.push_tick(&tick(0, 7));
+        let _ = o.push_tick(&tick(0, 5));
+        let _ = o.push_tick(&tick(1, 100));
+        let _ = o.push_tick(&tick(0, 7));
         assert_eq!(drain(&o), vec![1, 2, 3, 4, 7, 100]);
         assert_eq!(o.metrics.snapshot_totals().conflated, 1);
         // Room again: the stream goes on in the queue.
-        o.push_tick(&tick(0, 8));
+        let _ = o.push_tick(&tick(0, 8));
         assert_eq!(drain(&o), vec![8]);
     }
 
@@ -421,9 +421,9 @@ mod tests {
     fn an_overflowed_symbol_stays_in_overflow_until_drained() {
         let o = outbox(Policy::Conflate);
         for seq in 1..=4 {
-            o.push_tick(&tick(0, seq));
+            let _ = o.push_tick(&tick(0, seq));
         }
-        o.push_tick(&tick(0, 5));
+        let _ = o.push_tick(&tick(0, 5));
         o.forget_overflow(&[1]);
         assert_eq!(o.backlog().0, 5);
         o.forget_overflow(&[0]);
@@ -434,7 +434,7 @@ mod tests {
     fn disconnect_policy_closes_with_1008() {
         let o = outbox(Policy::Disconnect);
         for seq in 1..=5 {
-            o.push_tick(&tick(0, seq));
+            let _ = o.push_tick(&tick(0, seq));
         }
         assert!(o.is_closing());
         let close = drain(&o);
@@ -457,7 +457,7 @@ mod tests {
             Arc::new(Metrics::default()),
         );
         for seq in 1..=3 {
-            o.push_tick(&tick(seq as u32, seq));
+            let _ = o.push_tick(&tick(seq as u32, seq));
         }
         // 12-byte frames: two fit in 30 bytes, the third overflows.
         assert_eq!(o.backlog(), (3, 24));
