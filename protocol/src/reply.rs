@@ -1,0 +1,92 @@
+//! Every server message that is not a tick or a snapshot: acks, errors,
+//! heartbeats, pongs and the instrument list. They are small and rare, so
+//! they go through serde (ticks never do: see [`crate::tick`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::codes::ErrorCode;
+use crate::request::{Id, RequestError};
+
+/// A server message other than a tick or snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Reply {
+    /// The answer to `subscribe`: every known symbol of the request,
+    /// followed or not before.
+    Subscribed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        symbols: Vec<String>,
+    },
+    /// The answer to `unsubscribe`; no tick of these symbols follows it.
+    Unsubscribed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        symbols: Vec<String>,
+    },
+    /// The answer to the `ping` op; `ts` is the server's clock (µs).
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        ts: u64,
+    },
+    /// Sent after a quiet interval, so silence never means a dead connection.
+    Heartbeat { ts: u64 },
+    /// The answer to the `symbols` op.
+    Symbols {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        symbols: Vec<SymbolInfo>,
+    },
+    /// A request that was refused in whole or in part; the connection stays open.
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl Reply {
+    /// The reply's JSON text.
+    pub fn to_json(&self) -> Vec<u8> {
+        simd_json::to_vec(self).expect("replies serialize")
+    }
+}
+
+impl From<RequestError> for Reply {
+    fn from(e: RequestError) -> Reply {
+        Reply::Error {
+            id: e.id,
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// Kind of instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssetClass {
+    Equity,
+    Crypto,
+    Fx,
+    Synthetic,
+}
+
+/// Static data of one instrument, as `/api/symbols` and the `symbols` op give it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SymbolInfo {
+    pub sym: String,
+    pub name: String,
+    pub class: AssetClass,
+    /// Exact decimal strings.
+    pub tick_size: String,
+    pub lot_size: String,
+    /// Digits after the decimal point of every price (and of `tick_size`).
+    pub price_decimals: u32,
+    /// Digits after the decimal point of every quantity.
+    pub qty_decimals: u32,
+    /// Mean ticks per second.
+    pub rate: f64,
+}

@@ -1,0 +1,214 @@
+//! What a client sends: one JSON object per text frame, with an `op` and an
+//! optional `id` that the reply echoes.
+//!
+//! [`Request::parse`] is the server's parser: every way a message can be
+//! wrong becomes a [`RequestError`] that says what a right one looks like and
+//! keeps the request's `id`, so a client can match the error to its request.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codes::ErrorCode;
+
+/// A request id, echoed in the reply: a number or a string, as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Id {
+    Int(i64),
+    Str(String),
+}
+
+/// A client's request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    /// Follow these symbols (`*` = all); answered by `subscribed`, then a
+    /// snapshot per newly followed symbol.
+    Subscribe {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        symbols: Vec<String>,
+    },
+    /// Stop following these symbols (`*` = all followed); no tick of them
+    /// follows the `unsubscribed` ack.
+    Unsubscribe {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        symbols: Vec<String>,
+    },
+    /// The static data of every instrument.
+    Symbols {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+    },
+    /// An application-level ping (browsers cannot send ping frames).
+    Ping {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+    },
+}
+
+/// A request that gets an `error` reply (the connection stays open).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestError {
+    pub id: Option<Id>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn new(id: Option<Id>, code: ErrorCode, message: impl Into<String>) -> RequestError {
+        RequestError {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The fields of any request; which ones matter depends on `op`.
+#[derive(Deserialize)]
+struct RawRequest {
+    op: Option<String>,
+    id: Option<Id>,
+    symbols: Option<Vec<String>>,
+}
+
+impl Request {
+    pub fn id(&self) -> Option<&Id> {
+        match self {
+            Request::Subscribe { id, .. }
+            | Request::Unsubscribe { id, .. }
+            | Request::Symbols { id }
+            | Request::Ping { id } => id.as_ref(),
+        }
+    }
+
+    /// The request as the JSON text a client sends.
+    pub fn to_json(&self) -> Vec<u8> {
+        simd_json::to_vec(self).expect("requests serialize")
+    }
+
+    /// Parses one text message. `text` is clobbered (simd-json parses in
+    /// place); `buffers` is scratch space worth keeping per connection.
+    pub fn parse(
+        text: &mut [u8],
+        buffers: &mut simd_json::Buffers,
+    ) -> Result<Request, RequestError> {
+        let raw: RawRequest =
+            simd_json::serde::from_slice_with_buffers(text, buffers).map_err(|e| {
+                RequestError::new(
+                    None,
+                    ErrorCode::BadRequest,
+                    format!("expected a JSON object like {{\"op\":\"subscribe\",\"symbols\":[\"AAPL\"]}}: {e}"),
+                )
+            })?;
+        let id = raw.id;
+        let Some(op) = raw.op else {
+            return Err(RequestError::new(
+                id,
+                ErrorCode::BadRequest,
+                "missing \"op\"",
+            ));
+        };
+        let symbols = |id: Option<Id>| match raw.symbols {
+            Some(s) if !s.is_empty() => Ok((id, s)),
+            _ => Err(RequestError::new(
+                id,
+                ErrorCode::BadRequest,
+                format!("\"{op}\" needs a non-empty \"symbols\" array, e.g. [\"AAPL\"] or [\"*\"]"),
+            )),
+        };
+        match op.as_str() {
+            "subscribe" => symbols(id).map(|(id, symbols)| Request::Subscribe { id, symbols }),
+            "unsubscribe" => symbols(id).map(|(id, symbols)| Request::Unsubscribe { id, symbols }),
+            "symbols" => Ok(Request::Symbols { id }),
+            "ping" => Ok(Request::Ping { id }),
+            other => Err(RequestError::new(
+                id,
+                ErrorCode::UnknownOp,
+                format!("unknown op \"{other}\"; ops are subscribe, unsubscribe, symbols, ping"),
+            )),
+        }
+    }
+
+    /// [`Request::parse`] on a copy of `text`, with fresh scratch space.
+    pub fn parse_str(text: &str) -> Result<Request, RequestError> {
+        let mut bytes = text.as_bytes().to_vec();
+        Request::parse(&mut bytes, &mut simd_json::Buffers::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Request, RequestError> {
+        Request::parse_str(s)
+    }
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(
+            parse(r#"{"op":"subscribe","symbols":["AAPL","MSFT"],"id":7}"#).unwrap(),
+            Request::Subscribe {
+                id: Some(Id::Int(7)),
+                symbols: vec!["AAPL".into(), "MSFT".into()]
+            }
+        );
+        assert_eq!(
+            parse(r#"{"op":"ping","id":"abc"}"#).unwrap(),
+            Request::Ping {
+                id: Some(Id::Str("abc".into()))
+            }
+        );
+        assert_eq!(
+            parse(r#"{"op":"symbols"}"#).unwrap(),
+            Request::Symbols { id: None }
+        );
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for r in [
+            Request::Subscribe {
+                id: Some(Id::Int(7)),
+                symbols: vec!["AAPL".into(), "*".into()],
+            },
+            Request::Unsubscribe {
+                id: Some(Id::Str("u".into())),
+                symbols: vec!["AAPL".into()],
+            },
+            Request::Symbols { id: None },
+            Request::Ping {
+                id: Some(Id::Int(-1)),
+            },
+        ] {
+            let json = String::from_utf8(r.to_json()).unwrap();
+            assert_eq!(parse(&json).unwrap(), r, "{json}");
+        }
+        assert_eq!(
+            Request::Subscribe {
+                id: None,
+                symbols: vec!["S1".into()]
+            }
+            .to_json(),
+            br#"{"op":"subscribe","symbols":["S1"]}"#
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_why_and_keep_the_id() {
+        let e = parse("not json").unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        let e = parse(r#"{"op":"fly","id":3}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::UnknownOp, Some(Id::Int(3))));
+        let e = parse(r#"{"op":"subscribe","id":4}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(Id::Int(4))));
+        let e = parse(r#"{"op":"subscribe","symbols":[]}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        let e = parse(r#"{"id":1}"#).unwrap_err();
+        assert!(e.message.contains("op"));
+        let e = parse(r#"[1,2]"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+}
