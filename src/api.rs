@@ -7,7 +7,7 @@ use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CON
 use hyper::{Method, Response, StatusCode};
 
 use crate::hub::Hub;
-use crate::session::SessionContext;
+use crate::state::AppState;
 use crate::tick::{write_json, TickKind};
 
 pub type Body = Full<Bytes>;
@@ -59,9 +59,9 @@ pub fn handle(
     method: &Method,
     path: &str,
     query: Option<&str>,
-    ctx: &SessionContext,
+    state: &AppState,
 ) -> Response<Body> {
-    let hub = &ctx.hub;
+    let hub = &state.hub;
     if method != Method::GET && method != Method::HEAD {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported");
     }
@@ -71,12 +71,12 @@ pub fn handle(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             hub.metrics()
-                .prometheus(hub.universe().len(), ctx.sessions.queued()),
+                .prometheus(hub.universe().len(), state.sessions.queued()),
         ),
         "/api/stats" => {
             let stats = hub
                 .metrics()
-                .stats(hub.universe().len(), ctx.sessions.queued());
+                .stats(hub.universe().len(), state.sessions.queued());
             respond(
                 StatusCode::OK,
                 JSON,
@@ -85,7 +85,7 @@ pub fn handle(
         }
         "/api/symbols" => {
             let mut body = b"{\"symbols\":".to_vec();
-            body.extend_from_slice(hub.symbols_json());
+            body.extend_from_slice(&state.symbols_json);
             body.push(b'}');
             respond(StatusCode::OK, JSON, body)
         }
@@ -105,27 +105,16 @@ pub fn handle(
 }
 
 /// `GET /api/snapshot?symbols=A,B`: the latest tick of each (all without
-/// `symbols`), as `snapshot` messages; symbols that have not traded yet are
-/// left out, unknown ones listed.
+/// `symbols`; each once), as `snapshot` messages; symbols that have not
+/// traded yet are left out, unknown ones listed.
 fn snapshot(query: Option<&str>, hub: &Hub) -> Response<Body> {
     let universe = hub.universe();
-    let (ids, unknown): (Vec<_>, Vec<String>) = match query_param(query, "symbols") {
-        Some(list) => {
-            let mut ids = Vec::new();
-            let mut unknown = Vec::new();
-            for name in split_symbols(&list) {
-                match universe.id_of(&name) {
-                    Some(id) => ids.push(id),
-                    None => unknown.push(name),
-                }
-            }
-            (ids, unknown)
-        }
-        None => (universe.iter().map(|(id, _)| id).collect(), Vec::new()),
-    };
+    let names = query_param(query, "symbols")
+        .map_or_else(|| vec!["*".to_string()], |list| split_symbols(&list));
+    let resolved = universe.resolve(&names);
     let mut body = b"{\"snapshots\":[".to_vec();
     let mut first = true;
-    for id in ids {
+    for id in resolved.known {
         if let Some(t) = hub.latest(id) {
             if !first {
                 body.push(b',');
@@ -135,7 +124,7 @@ fn snapshot(query: Option<&str>, hub: &Hub) -> Response<Body> {
         }
     }
     body.extend_from_slice(b"],\"unknown\":");
-    body.extend_from_slice(&simd_json::to_vec(&unknown).expect("serializes"));
+    body.extend_from_slice(&simd_json::to_vec(&resolved.unknown).expect("serializes"));
     body.push(b'}');
     respond(StatusCode::OK, JSON, body)
 }

@@ -7,30 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 use crate::feed::{FeedError, Universe};
-
-/// What the server does when a client cannot keep up with its stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Policy {
-    /// Keep only the newest undelivered tick of each symbol; the seq jump
-    /// tells the client what it skipped.
-    #[default]
-    Conflate,
-    /// Close the connection with 1008 "slow consumer".
-    Disconnect,
-}
-
-impl Policy {
-    pub fn parse(s: &str) -> Option<Policy> {
-        match s {
-            "conflate" => Some(Policy::Conflate),
-            "disconnect" => Some(Policy::Disconnect),
-            _ => None,
-        }
-    }
-}
+use crate::outbox::Policy;
 
 fn secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s

@@ -1,44 +1,69 @@
 //! tickwire: a low-latency market-data WebSocket server.
 //!
-//! A tick travels through these components, one module each:
+//! A tick travels through these components, one module each, in this order:
 //!
 //! ```text
-//!  feed ──► hub ──────────► outbox ──────► session (writer) ──► socket
-//!  (Generator) (Topic per   (bounded queue   one vectored write
-//!   Poisson +   symbol: the  per connection:  per wake-up, many
-//!   GBM prices) tick is      conflate or      frames per syscall)
-//!               encoded once disconnect at
-//!               here)        the limit)
+//!  source ──► hub ───────────► outbox ──────► session writer ──► socket
+//!  (local     (Topic per        (bounded queue  one vectored write
+//!   generator  symbol: the      per connection: per wake-up, many
+//!   today)     tick is encoded  conflate or     frames per syscall)
+//!              once here)       disconnect at
+//!                               the limit)
 //! ```
 //!
+//! and a connection through these:
+//!
+//! ```text
+//!  listener ──► admission ──► http (route, upgrade) ──► session (reader + writer)
+//!  (peer address) (limits)     └─► api (plain HTTP endpoints)
+//! ```
+//!
+//! The data path, from the ground up:
 //! - [`feed`]: instrument universes (TOML feed files, the embedded demo,
-//!   synthetic ones), the price model and the Poisson tick generator. Pure,
-//!   clock-free, deterministic with a seed.
-//! - [`tick`]: the [`tick::Tick`] and its wire form: complete WebSocket frame
-//!   bytes, encoded once per tick and shared by every subscriber.
-//! - [`hub`]: one topic per symbol (subscribers + latest tick), the fan-out,
-//!   the feed task, and the registry of open sessions.
+//!   synthetic ones), the price model, the [`feed::Tick`] and the Poisson
+//!   generator. Pure, clock-free, deterministic with a seed.
+//! - [`tick`]: a tick's wire form, encoded once into complete WebSocket frame
+//!   bytes shared by every subscriber ([`wire`]: frame bytes in general).
 //! - [`outbox`]: a connection's bounded queue and its slow-consumer policy.
-//! - [`session`]: one WebSocket connection: a reader task (control messages,
-//!   limits) and a writer task (batched writes, heartbeats, pings, idle
-//!   timeout, close).
-//! - [`protocol`]: the client requests and server replies of protocol v1
-//!   (docs/PROTOCOL.md).
-//! - [`server`]: the listener, HTTP routing and upgrade, connection limit,
-//!   graceful shutdown; [`api`]: the plain HTTP endpoints.
-//! - [`metrics`]: counters and latency histograms, recorded per thread and
-//!   rolled each second; [`config`]: every knob; [`shutdown`]: the signal.
-//! - [`dashboard`]: the browser dashboard's embedded files.
+//! - [`hub`]: one topic per symbol (subscribers + latest tick), the fan-out
+//!   through a [`hub::Publisher`], and the registry of open sessions.
+//! - [`source`]: where ticks come from (the local generator; a broker-fed
+//!   source is its sibling), publishing into the hub.
+//! - [`session`]: one WebSocket connection: reader (frames, limits), requests
+//!   (control messages), writer (batched writes, clocks, close).
+//! - [`server`]: listener, admission, HTTP routing and upgrade, the reporter,
+//!   graceful shutdown; [`api`]: the plain HTTP endpoints; [`state`]: what
+//!   every connection shares; [`stream`]: plain TCP (TLS next) as one kind
+//!   of byte stream.
+//!
+//! Beside it: [`metrics`] (counters and latency histograms recorded per
+//! thread, rolled each second), [`clock`] (wall clock and connection clock),
+//! [`close`] (why connections end), [`config`] (every knob),
+//! [`shutdown`] (the signal), [`sync`] (the non-poisoning mutex),
+//! [`dashboard`] (the browser dashboard's embedded files). The wire protocol
+//! itself is the `tickwire-protocol` crate, shared with clients and the
+//! load-test harness.
+//!
+//! Errors: start-up failures are typed ([`server::ServerError`],
+//! [`feed::FeedError`]) with messages that say what to change; nothing a
+//! client sends can panic the server: bad requests get an `error` reply,
+//! protocol violations a close code.
 
 pub mod api;
+pub mod clock;
+pub mod close;
 pub mod config;
 pub mod dashboard;
 pub mod feed;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
-pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod source;
+pub mod state;
+pub mod stream;
+pub mod sync;
 pub mod tick;
+pub mod wire;

@@ -1,3 +1,6 @@
+//! The `tickwire` binary: parses the configuration, sets up logging and the
+//! runtime, binds the server and runs it until SIGINT or SIGTERM.
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -57,21 +60,22 @@ fn main() -> ExitCode {
             tracing::info!("signal received; closing every connection with 1001");
             shutdown.trigger();
         });
-        match server.run().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("tickwire: {e}");
-                ExitCode::FAILURE
-            }
-        }
+        server.run().await;
+        ExitCode::SUCCESS
     })
 }
 
 async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM ({e}); only Ctrl-C stops the server gracefully");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

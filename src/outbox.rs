@@ -15,25 +15,41 @@
 //! - `Disconnect`: the queue is dropped and the connection closes with 1008
 //!   "slow consumer".
 //!
-//! Control frames (replies, snapshots, pongs) are never dropped or conflated;
-//! a client that lets more than twice `max_bytes` pile up without reading is a
-//! slow consumer under either policy.
+//! Frames owed to the client (replies, snapshots, pongs) are never dropped or
+//! conflated; a client that lets more than twice `max_bytes` pile up without
+//! reading is a slow consumer under either policy.
+//!
+//! The queue and the close state share one lock on purpose: "closing" and
+//! "nothing more is queued" must change together, or a tick could slip in
+//! behind a close frame.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
-use crate::config::Policy;
+use crate::close::DisconnectReason;
 use crate::feed::SymbolId;
-use crate::metrics::{DisconnectReason, Metrics};
-use crate::tick::{close_frame, TickFrame};
+use crate::metrics::Metrics;
+use crate::sync::{Mutex, MutexGuard};
+use crate::tick::TickFrame;
+use crate::wire::close_frame;
+
+/// What the server does when a client cannot keep up with its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Policy {
+    /// Keep only the newest undelivered tick of each symbol; the seq jump
+    /// tells the client what it skipped.
+    #[default]
+    Conflate,
+    /// Close the connection with 1008 "slow consumer".
+    Disconnect,
+}
 
 /// What a queued frame is, for accounting once it is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum FrameKind {
     /// A live tick; `ts_ns` is its generation time.
     Tick { ts_ns: u64 },
     /// Any other text message (replies, snapshots, heartbeats).
@@ -46,7 +62,7 @@ pub enum Kind {
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub bytes: Bytes,
-    pub kind: Kind,
+    pub kind: FrameKind,
 }
 
 /// Queue bounds of one connection.
@@ -104,14 +120,13 @@ struct State {
     closing: Option<Closing>,
 }
 
+/// One connection's bounded queue of frames owed to the client, and its
+/// close state, under one lock.
 pub struct Outbox {
     state: Mutex<State>,
     limits: Limits,
     policy: Policy,
     metrics: Arc<Metrics>,
-    /// Milliseconds (on [`crate::metrics::now_ms`]) of the last frame from the
-    /// client; written by the reader, read by the writer's idle check.
-    last_heard_ms: AtomicU64,
 }
 
 impl Outbox {
@@ -121,13 +136,11 @@ impl Outbox {
             limits,
             policy,
             metrics,
-            last_heard_ms: AtomicU64::new(crate::metrics::now_ms()),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock leaves only plain data behind.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     /// Queues a tick for this connection (the fan-out path). Returns the
@@ -155,7 +168,7 @@ impl Outbox {
                     return None;
                 }
                 Policy::Disconnect => {
-                    let wakers = self.close_locked(&mut s, 1008, DisconnectReason::SlowConsumer);
+                    let wakers = self.close_locked(&mut s, DisconnectReason::SlowConsumer);
                     drop(s);
                     wake(wakers);
                     return None;
@@ -165,20 +178,21 @@ impl Outbox {
         s.queued_bytes += tick.bytes.len();
         s.queue.push_back(Outgoing {
             bytes: tick.bytes.clone(),
-            kind: Kind::Tick { ts_ns: tick.ts_ns },
+            kind: FrameKind::Tick { ts_ns: tick.ts_ns },
         });
         s.waker.take()
     }
 
-    /// Queues a reply, snapshot, heartbeat or control frame. These are never
-    /// dropped; a client that does not read them is eventually disconnected.
-    pub fn push_control(&self, bytes: Bytes, kind: Kind) {
+    /// Queues a frame owed to the client (a reply, snapshot or pong). These
+    /// are never dropped; a client that does not read them is eventually
+    /// disconnected.
+    pub fn push_reply(&self, bytes: Bytes, kind: FrameKind) {
         let mut s = self.lock();
         if s.closing.is_some() {
             return;
         }
         if s.queued_bytes > 2 * self.limits.max_bytes {
-            let wakers = self.close_locked(&mut s, 1008, DisconnectReason::SlowConsumer);
+            let wakers = self.close_locked(&mut s, DisconnectReason::SlowConsumer);
             drop(s);
             wake(wakers);
             return;
@@ -210,11 +224,11 @@ impl Outbox {
         overflow_order.retain(|sym| overflow.contains_key(sym));
     }
 
-    /// Closes the connection with `code`. The first close wins, and is the
-    /// one counted in the disconnect metrics.
-    pub fn close(&self, code: u16, reason: DisconnectReason) {
+    /// Closes the connection with `reason`'s close frame. The first close
+    /// wins, and is the one counted in the disconnect metrics.
+    pub fn close(&self, reason: DisconnectReason) {
         let mut s = self.lock();
-        let wakers = self.close_locked(&mut s, code, reason);
+        let wakers = self.close_locked(&mut s, reason);
         drop(s);
         wake(wakers);
     }
@@ -241,22 +255,20 @@ impl Outbox {
     fn close_locked(
         &self,
         s: &mut State,
-        code: u16,
         reason: DisconnectReason,
     ) -> (Option<Waker>, Option<Waker>) {
         if s.closing.is_some() {
             return (None, None);
         }
         self.metrics.count_disconnect(reason);
-        // A slow consumer gets nothing more, and shutdown should not wait on
-        // data; a protocol close first delivers the replies that explain it.
-        let flush = match reason {
-            DisconnectReason::SlowConsumer | DisconnectReason::Shutdown => VecDeque::new(),
-            _ => std::mem::take(&mut s.queue),
+        let flush = if reason.flushes_queue() {
+            std::mem::take(&mut s.queue)
+        } else {
+            VecDeque::new()
         };
         s.closing = Some(Closing {
             flush,
-            frame: close_frame(code, reason.close_reason()),
+            frame: reason.close().map(close_frame).unwrap_or_default(),
             reason,
         });
         s.queue = VecDeque::new();
@@ -296,7 +308,7 @@ impl Outbox {
                 if let Some(t) = overflow.remove(&sym) {
                     batch.push_back(Outgoing {
                         bytes: t.bytes,
-                        kind: Kind::Tick { ts_ns: t.ts_ns },
+                        kind: FrameKind::Tick { ts_ns: t.ts_ns },
                     });
                 }
             }
@@ -333,16 +345,6 @@ impl Outbox {
         &self.metrics
     }
 
-    /// Notes that the client sent something (any frame, pongs included).
-    pub fn heard_from_client(&self) {
-        self.last_heard_ms
-            .store(crate::metrics::now_ms(), Ordering::Relaxed);
-    }
-
-    pub fn last_heard_ms(&self) -> u64 {
-        self.last_heard_ms.load(Ordering::Relaxed)
-    }
-
     /// Frames and bytes waiting (for tests and diagnostics).
     pub fn backlog(&self) -> (usize, usize) {
         let s = self.lock();
@@ -369,7 +371,7 @@ fn wake((a, b): (Option<Waker>, Option<Waker>)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tick::text_frame;
+    use crate::wire::text_frame;
 
     fn tick(sym: SymbolId, seq: u8) -> TickFrame {
         TickFrame {
@@ -440,7 +442,7 @@ mod tests {
         let close = drain(&o);
         assert_eq!(close, vec![0, 0xF0]); // 1008 = 0x03F0
         assert_eq!(o.backlog(), (0, 0));
-        o.close(1001, DisconnectReason::Shutdown);
+        o.close(DisconnectReason::Shutdown);
         let totals = o.metrics.snapshot_totals();
         assert_eq!(totals.disconnects_for(DisconnectReason::SlowConsumer), 1);
         assert_eq!(totals.disconnects_for(DisconnectReason::Shutdown), 0);

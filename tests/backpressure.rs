@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use tickwire::metrics::DisconnectReason;
+use tickwire::close::DisconnectReason;
 
 /// 10 symbols at 2,000 ticks/s each. A client of all ten that stops reading
 /// fills its queue within a second; a reader of one symbol has half a second
@@ -74,7 +74,7 @@ async fn conflate_policy_bounds_a_stalled_client_and_resumes_fresh() {
         .await;
     // Stalled and conflating: its backlog is at most the queue bound plus one
     // tick per subscribed symbol, however long it stalls.
-    let worst = server.sessions.backlogs().into_iter().max().unwrap();
+    let worst = server.state.sessions.backlogs().into_iter().max().unwrap();
     assert!(worst.0 <= 1024 + 10, "backlog {worst:?}");
     assert!(worst.1 <= 262_144 + 10 * 200, "backlog {worst:?}");
     let mark = server

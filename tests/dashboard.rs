@@ -18,12 +18,13 @@
 //! `dashboard-screenshot-phone.png` (390×844), `dashboard-picker.png`,
 //! `dashboard-reconnecting.png`, and `dashboard-failure.png` on failure.
 
+mod common;
 #[path = "dashboard/support.rs"]
 mod dashboard_support;
 
 use std::time::{Duration, Instant};
 
-use dashboard_support::{Browser, TestServer};
+use dashboard_support::Browser;
 use fantoccini::{key::Key, Client, Locator};
 use serde_json::{json, Value};
 
@@ -57,8 +58,8 @@ async fn dashboard_end_to_end_in_chromium() {
 type Res<T = ()> = Result<T, String>;
 
 async fn run(c: &Client) -> Res {
-    let mut server = TestServer::start(None).await;
-    let base = format!("http://{}", server.addr());
+    let mut server = common::start(&[]).await;
+    let base = format!("http://{}", server.addr);
 
     // ---- the page loads, connects and streams the symbols in its URL
     c.goto(&format!("{base}/?symbols=AAPL,MSFT,BTC-USD,EURUSD"))
@@ -207,7 +208,7 @@ async fn run(c: &Client) -> Res {
     dashboard_support::save_screenshot(c, "dashboard-screenshot.png").await;
 
     // ---- stop the server: the page says "reconnecting in N s" ...
-    let port = server.addr().port();
+    let port = server.addr.port();
     server.stop().await;
     let text = wait_for(
         c,
@@ -223,7 +224,7 @@ async fn run(c: &Client) -> Res {
     dashboard_support::save_screenshot(c, "dashboard-reconnecting.png").await;
     let before = received(c).await?;
     // ... and once a server is back on the same port, live data again.
-    server = TestServer::start(Some(port)).await;
+    server = common::start_on(port, &[]).await;
     wait_live(c).await?;
     wait_for(
         c,

@@ -262,7 +262,7 @@ async fn messages_sent_match_messages_received() {
     let totals = server.hub.metrics().snapshot_totals();
     assert_eq!((totals.msgs_sent, totals.ticks_sent), (text, ticks));
     assert_eq!(
-        totals.disconnects_for(tickwire::metrics::DisconnectReason::Client),
+        totals.disconnects_for(tickwire::close::DisconnectReason::Client),
         1
     );
     server.stop().await;

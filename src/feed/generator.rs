@@ -7,8 +7,7 @@ use std::collections::BinaryHeap;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-use super::{PriceModel, SymbolId, Universe};
-use crate::tick::Tick;
+use super::{PriceModel, SymbolId, Tick, Universe};
 
 struct SymbolClock {
     model: PriceModel,

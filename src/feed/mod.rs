@@ -2,8 +2,8 @@
 //! price moves ([`PriceModel`]), and when ticks happen ([`Generator`]).
 //!
 //! This module is pure: it never reads a clock or touches the network. The
-//! server's feed task (`crate::hub::run_feed`) drives a [`Generator`] with the
-//! real clock; tests and benchmarks drive it with a virtual one, which is what
+//! local source (`crate::source::local`) drives a [`Generator`] with the real
+//! clock; tests and benchmarks drive it with a virtual one, which is what
 //! makes rate accuracy and reproducibility testable without sleeping.
 
 mod generator;
@@ -11,5 +11,6 @@ mod model;
 mod universe;
 
 pub use generator::Generator;
-pub use model::PriceModel;
-pub use universe::{AssetClass, FeedError, Instrument, SymbolId, Universe};
+pub use model::{PriceModel, Quote, Tick};
+pub use tickwire_protocol::AssetClass;
+pub use universe::{FeedError, Instrument, Resolved, SymbolId, Universe};

@@ -8,11 +8,25 @@
 use rand::RngExt;
 use rand_distr::StandardNormal;
 
-use super::Instrument;
+use super::{Instrument, SymbolId};
 
 /// Length of a year for `volatility`: 252 trading days of 6.5 hours. One
 /// clock for every asset class keeps feed files comparable.
 pub const SECONDS_PER_YEAR: f64 = 252.0 * 6.5 * 3600.0;
+
+/// One trade and the quote around it: the unit of market data. Prices and
+/// quantity are fixed-point in the instrument's units; `ts_us` is the
+/// wall-clock generation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    pub sym: SymbolId,
+    pub seq: u64,
+    pub ts_us: u64,
+    pub px: i64,
+    pub qty: i64,
+    pub bid: i64,
+    pub ask: i64,
+}
 
 /// A trade and the quote around it, in the instrument's fixed-point units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

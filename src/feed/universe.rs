@@ -4,10 +4,12 @@
 //! Prices and quantities are fixed-point integers (`units` of 10^-decimals) from
 //! here on, so nothing downstream ever prints float noise like 187.23000000000002.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::Deserialize;
+use tickwire_protocol::decimal::write_fixed;
+use tickwire_protocol::{AssetClass, SymbolInfo};
 
 /// Index of an instrument in its [`Universe`]; also the index of its topic.
 pub type SymbolId = u32;
@@ -34,15 +36,6 @@ pub enum FeedError {
     Empty,
     #[error("symbol {0} appears twice in the feed")]
     Duplicate(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AssetClass {
-    Equity,
-    Crypto,
-    Fx,
-    Synthetic,
 }
 
 /// One `[[instrument]]` table of a feed file, as written by people.
@@ -108,16 +101,25 @@ impl Instrument {
     /// Decimal text of a price in this instrument's units.
     pub fn price_str(&self, units: i64) -> String {
         let mut s = Vec::new();
-        crate::tick::write_fixed(&mut s, units, self.price_decimals);
+        write_fixed(&mut s, units, self.price_decimals);
         String::from_utf8(s).expect("ascii")
     }
 
     /// Decimal text of a quantity in this instrument's units.
     pub fn qty_str(&self, units: i64) -> String {
         let mut s = Vec::new();
-        crate::tick::write_fixed(&mut s, units, self.qty_decimals);
+        write_fixed(&mut s, units, self.qty_decimals);
         String::from_utf8(s).expect("ascii")
     }
+}
+
+/// What [`Universe::resolve`] made of a list of names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resolved {
+    /// Known symbols, deduplicated, in request order.
+    pub known: Vec<SymbolId>,
+    /// Names that are not in the universe, as given.
+    pub unknown: Vec<String>,
 }
 
 /// All instruments of a run. Fixed for the lifetime of the process.
@@ -233,6 +235,49 @@ impl Universe {
     pub fn total_rate(&self) -> f64 {
         self.instruments.iter().map(|i| i.rate).sum()
     }
+
+    /// Resolves names to symbols, as every request that names symbols does:
+    /// `*` is every symbol; the known ones are deduplicated and kept in
+    /// request order, the unknown names collected.
+    pub fn resolve(&self, names: &[String]) -> Resolved {
+        if names.iter().any(|n| n == "*") {
+            return Resolved {
+                known: self.iter().map(|(id, _)| id).collect(),
+                unknown: Vec::new(),
+            };
+        }
+        let mut seen = HashSet::with_capacity(names.len());
+        let mut known = Vec::with_capacity(names.len());
+        let mut unknown = Vec::new();
+        for name in names {
+            match self.id_of(name) {
+                Some(id) => {
+                    if seen.insert(id) {
+                        known.push(id);
+                    }
+                }
+                None => unknown.push(name.clone()),
+            }
+        }
+        Resolved { known, unknown }
+    }
+
+    /// Every instrument's static data, as the protocol describes it.
+    pub fn symbol_infos(&self) -> Vec<SymbolInfo> {
+        self.instruments
+            .iter()
+            .map(|i| SymbolInfo {
+                sym: i.symbol.clone(),
+                name: i.name.clone(),
+                class: i.class,
+                tick_size: i.price_str(i.tick),
+                lot_size: i.qty_str(i.lot),
+                price_decimals: i.price_decimals,
+                qty_decimals: i.qty_decimals,
+                rate: i.rate,
+            })
+            .collect()
+    }
 }
 
 impl TryFrom<InstrumentSpec> for Instrument {
@@ -342,6 +387,16 @@ mod tests {
         assert!(err.to_string().contains("instrument X"), "{err}");
         let err = Universe::from_toml("[[instrument]]\nsymbol='X'\n", "t").unwrap_err();
         assert!(err.to_string().contains("not valid"), "{err}");
+    }
+
+    #[test]
+    fn names_resolve_once_each_in_order() {
+        let u = Universe::synthetic(3, 1.0);
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let r = u.resolve(&names(&["S2", "X", "S0", "S2"]));
+        assert_eq!(r.known, vec![2, 0]);
+        assert_eq!(r.unknown, vec!["X".to_string()]);
+        assert_eq!(u.resolve(&names(&["S1", "*"])).known, vec![0, 1, 2]);
     }
 
     #[test]

@@ -14,9 +14,10 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tickwire::config::Config;
-use tickwire::hub::{Hub, Sessions};
+use tickwire::hub::Hub;
 use tickwire::server::Server;
 use tickwire::shutdown::Shutdown;
+use tickwire::state::AppState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
@@ -24,41 +25,58 @@ use tokio::task::JoinHandle;
 /// Every wait in these tests is for an event, bounded by this.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
+/// A tickwire server in this process, on a real socket.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: Shutdown,
     pub hub: std::sync::Arc<Hub>,
-    pub sessions: std::sync::Arc<Sessions>,
-    pub task: JoinHandle<std::io::Result<()>>,
+    pub state: std::sync::Arc<AppState>,
+    pub task: JoinHandle<()>,
 }
 
 /// Starts a server on 127.0.0.1:0 with these extra flags.
 pub async fn start(args: &[&str]) -> TestServer {
-    let mut argv = vec!["tickwire", "--listen", "127.0.0.1:0", "--seed", "7"];
+    start_on(0, args).await
+}
+
+/// Starts a server on 127.0.0.1:`port` (0: a free one) with these extra
+/// flags. A server that was just stopped may still hold the port for a
+/// moment, so binding is retried until [`DEADLINE`].
+pub async fn start_on(port: u16, args: &[&str]) -> TestServer {
+    let listen = format!("127.0.0.1:{port}");
+    let mut argv = vec!["tickwire", "--listen", &listen, "--seed", "7"];
     argv.extend_from_slice(args);
-    start_with(Config::parse_from(argv)).await
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match Server::bind(Config::parse_from(&argv)).await {
+            Ok(server) => return serve(server),
+            Err(e) if e.is_addr_in_use() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("tickwire does not bind {listen}: {e}"),
+        }
+    }
 }
 
 pub async fn start_with(config: Config) -> TestServer {
-    let server = Server::bind(config).await.expect("server binds");
-    let addr = server.local_addr();
-    let shutdown = server.shutdown_handle();
-    let hub = server.hub().clone();
-    let sessions = server.sessions().clone();
-    let task = tokio::spawn(server.run());
+    serve(Server::bind(config).await.expect("server binds"))
+}
+
+fn serve(server: Server) -> TestServer {
     TestServer {
-        addr,
-        shutdown,
-        hub,
-        sessions,
-        task,
+        addr: server.local_addr(),
+        shutdown: server.shutdown_handle(),
+        hub: server.hub().clone(),
+        state: server.state().clone(),
+        task: tokio::spawn(server.run()),
     }
 }
 
 impl TestServer {
+    /// Graceful shutdown: clients get close 1001; returns once `run` has.
     pub async fn stop(self) {
         self.shutdown.trigger();
-        within(self.task).await.unwrap().unwrap();
+        within(self.task).await.unwrap();
     }
 
     pub async fn client(&self, path: &str) -> Client {

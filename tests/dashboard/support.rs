@@ -1,6 +1,5 @@
 //! Plumbing for `tests/dashboard.rs`: a chromedriver + headless Chromium
-//! session, and a tickwire server that can be stopped and restarted on the
-//! same port.
+//! session (the server is `tests/common`'s).
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -8,14 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
-use tickwire::config::Config;
-use tickwire::server::Server;
-use tickwire::shutdown::Shutdown;
-use tokio::task::JoinHandle;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -244,53 +238,5 @@ impl Browser {
         }
         drop(self._driver);
         let _ = std::fs::remove_dir_all(&self.profile);
-    }
-}
-
-/// A tickwire server in this process, on a real socket.
-pub struct TestServer {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl TestServer {
-    /// Starts a server on 127.0.0.1 with the demo feed, on `port` (a server
-    /// that was just stopped may still hold it for a moment: retried) or on
-    /// a free port.
-    pub async fn start(port: Option<u16>) -> TestServer {
-        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let server = loop {
-            let config = Config::parse_from(["tickwire", "--listen", &listen]);
-            match Server::bind(config).await {
-                Ok(server) => break server,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("tickwire does not bind {listen}: {e}"),
-            }
-        };
-        TestServer {
-            addr: server.local_addr(),
-            shutdown: server.shutdown_handle(),
-            task: tokio::spawn(server.run()),
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Graceful shutdown: clients get close 1001; returns once `run` has.
-    pub async fn stop(self) {
-        self.shutdown.trigger();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("server shuts down within 15 s")
-            .expect("server task")
-            .expect("server run");
     }
 }

@@ -1,0 +1,98 @@
+//! HTTP/1.1 on one connection: hyper serves it, `/ws` upgrades go through
+//! admission to a session, everything else to the plain endpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::task::TaskTracker;
+
+use super::admission::Admission;
+use crate::api::{self, Body};
+use crate::outbox::Policy;
+use crate::session::{self, Params};
+use crate::shutdown::Shutdown;
+use crate::state::AppState;
+use crate::stream::Stream;
+
+/// What every connection's HTTP service needs.
+#[derive(Clone)]
+pub struct Http {
+    pub state: Arc<AppState>,
+    pub admission: Admission,
+    pub tracker: TaskTracker,
+    pub shutdown: Shutdown,
+}
+
+/// Serves HTTP/1.1 on one connection until it closes or upgrades.
+pub async fn serve<S: Stream>(stream: S, peer: SocketAddr, http: Http) {
+    let shutdown = http.shutdown.clone();
+    let service = service_fn(move |req| {
+        let res = route::<S>(req, peer, &http);
+        async move { Ok::<_, std::convert::Infallible>(res) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(%peer, "http connection ended: {e}");
+            }
+        }
+        () = shutdown.triggered() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn route<S: Stream>(mut req: Request<Incoming>, peer: SocketAddr, http: &Http) -> Response<Body> {
+    let path = req.uri().path();
+    if path != "/ws" || !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return api::handle(req.method(), path, req.uri().query(), &http.state);
+    }
+    let query = req.uri().query();
+    let policy = match api::query_param(query, "policy") {
+        None => http.state.config.policy,
+        Some(p) => match <Policy as clap::ValueEnum>::from_str(&p, false) {
+            Ok(p) => p,
+            Err(_) => {
+                return api::error(
+                    StatusCode::BAD_REQUEST,
+                    "policy must be conflate or disconnect",
+                )
+            }
+        },
+    };
+    let symbols = api::query_param(query, "symbols")
+        .map(|s| api::split_symbols(&s))
+        .unwrap_or_default();
+    let admitted = match http.admission.admit(&req, peer) {
+        Ok(a) => a,
+        Err(refusal) => return api::error(refusal.status, refusal.message),
+    };
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(x) => x,
+        Err(e) => return api::error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let state = http.state.clone();
+    let params = Params {
+        policy,
+        symbols,
+        peer,
+    };
+    http.tracker.spawn(async move {
+        session::run::<S>(upgrade, state, params).await;
+        drop(admitted);
+    });
+    response.map(|_| Body::default())
+}

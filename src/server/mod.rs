@@ -1,0 +1,156 @@
+//! The server: binds the listener, runs the source of ticks and the reporter,
+//! accepts connections and serves them, and shuts everything down.
+//!
+//! - [`listener`]: the listening socket; each accepted connection keeps its
+//!   peer address.
+//! - [`admission`]: the gate before a WebSocket upgrade (connection limit).
+//! - [`http`]: HTTP/1.1 per connection, routing, the upgrade to a session.
+//! - [`reporter`]: the per-second metrics roll and the summary log line.
+//!
+//! Shutdown ([`Shutdown::trigger`]) stops accepting, closes every session with
+//! 1001, and waits (boundedly) for them to finish.
+
+pub mod admission;
+pub mod http;
+pub mod listener;
+pub mod reporter;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::feed::{FeedError, Generator};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::source::Source;
+use crate::state::AppState;
+use admission::Admission;
+use listener::Listener;
+
+/// How long shutdown waits for sessions to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the server could not start. Each message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "cannot listen on {addr}: {source}; pick another address with --listen or TICKWIRE_LISTEN"
+    )]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+}
+
+impl ServerError {
+    /// Whether the address was taken (a restarted server may retry).
+    pub fn is_addr_in_use(&self) -> bool {
+        matches!(self, ServerError::Listen { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: Listener,
+    state: Arc<AppState>,
+    source: Source,
+    admission: Admission,
+    shutdown: Shutdown,
+}
+
+impl Server {
+    /// Loads the universe, prepares the source and binds the listener;
+    /// nothing runs until [`Server::run`].
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let universe = config.universe()?;
+        let seed = config.seed.unwrap_or_else(rand::random);
+        let source = Source::Local(Generator::new(&universe, seed));
+        let listener = Listener::bind(config.listen, config.backlog).map_err(|source| {
+            ServerError::Listen {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(Arc::new(universe), metrics.clone()));
+        tracing::info!(
+            symbols = hub.universe().len(),
+            ticks_per_s = hub.universe().total_rate(),
+            seed,
+            "feed ready"
+        );
+        Ok(Server {
+            listener,
+            admission: Admission::new(config.max_connections, metrics),
+            state: Arc::new(AppState::new(hub, config)),
+            source,
+            shutdown: Shutdown::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr()
+    }
+
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.state.hub
+    }
+
+    /// Serves until shutdown is triggered, then closes every session.
+    pub async fn run(self) {
+        let Server {
+            listener,
+            state,
+            source,
+            admission,
+            shutdown,
+        } = self;
+        let tracker = TaskTracker::new();
+        let source = tokio::spawn(source.run(state.hub.clone(), shutdown.clone()));
+        let reporter = tokio::spawn(reporter::run(state.clone(), shutdown.clone()));
+        let http = http::Http {
+            state: state.clone(),
+            admission,
+            tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
+        };
+
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = shutdown.triggered() => break,
+            };
+            tokio::spawn(http::serve(stream, peer, http.clone()));
+        }
+
+        drop(listener);
+        state.sessions.close_all();
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = state.sessions.len(),
+                "sessions still open after the shutdown grace period; dropping them"
+            );
+        }
+        let _ = source.await;
+        reporter.abort();
+        tracing::info!("shut down");
+    }
+}

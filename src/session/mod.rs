@@ -1,0 +1,191 @@
+//! One WebSocket connection, from the answered upgrade to the last byte.
+//!
+//! A session is two tasks around one [`Outbox`]:
+//!
+//! ```text
+//!   socket ─► reader task ─► requests ─► hub (subscribe) / outbox (replies)
+//!   hub (ticks) ─► outbox ─► writer task ─► socket
+//! ```
+//!
+//! - [`reader`]: owns the read half; frames, fragments, protocol closes.
+//! - [`requests`]: what each control message does, and the rate limits.
+//! - [`writer`]: owns the write half; batched writes, heartbeats, pings,
+//!   the idle timeout, the close.
+//! - [`clocks`]: when the client was last heard from, and the writer's
+//!   deadlines.
+//!
+//! The session is generic over the byte stream ([`Stream`]: plain TCP or
+//! TLS). Bytes hyper had already read past the handshake are replayed in
+//! front of the stream's.
+
+mod clocks;
+mod reader;
+mod requests;
+mod writer;
+
+use std::collections::HashSet;
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fastwebsockets::Role;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+
+pub use clocks::Clocks;
+
+use crate::close::DisconnectReason;
+use crate::config::Config;
+use crate::feed::SymbolId;
+use crate::outbox::{self, Outbox, Policy};
+use crate::state::AppState;
+use crate::stream::Stream;
+use crate::sync::Mutex;
+use clocks::Liveness;
+use writer::{write_loop, CLOSE_GRACE};
+
+/// What a client may make one connection do.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest client message in bytes (fragments included); more: 1009.
+    pub max_message: usize,
+    /// Most symbols followed at once.
+    pub max_symbols: usize,
+    /// Control messages per second (bursts of twice that).
+    pub control_rate: u32,
+    /// Error replies per ~10 s before close 1008.
+    pub max_errors: u32,
+}
+
+/// Every knob a session obeys, derived once from the [`Config`].
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub queue: outbox::Limits,
+    pub limits: Limits,
+    pub clocks: Clocks,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            queue: outbox::Limits {
+                max_msgs: c.queue_max_msgs as usize,
+                max_bytes: c.queue_max_bytes as usize,
+            },
+            limits: Limits {
+                max_message: c.max_message,
+                max_symbols: c.max_symbols,
+                control_rate: c.control_rate,
+                max_errors: c.max_errors,
+            },
+            clocks: Clocks {
+                heartbeat: c.heartbeat,
+                ping: c.ping,
+                idle: c.idle_timeout,
+            },
+        }
+    }
+}
+
+/// What the upgrade request asked for, and who asked.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub policy: Policy,
+    /// Symbols named in the URL, subscribed at connect.
+    pub symbols: Vec<String>,
+    pub peer: SocketAddr,
+}
+
+/// The state the reader and writer share.
+struct Session {
+    outbox: Arc<Outbox>,
+    /// Symbols this connection follows; changed only by the reader.
+    subscriptions: Mutex<HashSet<SymbolId>>,
+    liveness: Liveness,
+    settings: Settings,
+    state: Arc<AppState>,
+}
+
+/// Runs a connection whose HTTP upgrade has been answered, until it closes.
+pub async fn run<S: Stream>(
+    upgrade: fastwebsockets::upgrade::UpgradeFut,
+    state: Arc<AppState>,
+    params: Params,
+) {
+    let upgraded = match upgrade.await {
+        Ok(ws) => ws.into_inner().into_inner(),
+        Err(e) => {
+            tracing::debug!(peer = %params.peer, "websocket upgrade failed: {e}");
+            return;
+        }
+    };
+    let parts = match upgraded.downcast::<TokioIo<S>>() {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::error!("upgraded connection is not the listener's stream type; dropping it");
+            return;
+        }
+    };
+    let (read_half, write_half) = parts.io.into_inner().split();
+    // `read_buf` is a slice of hyper's whole read buffer: copy the (rare)
+    // leftover bytes rather than keep that buffer alive per connection.
+    let leftover = if parts.read_buf.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(&parts.read_buf)
+    };
+    let read = AsyncReadExt::chain(Cursor::new(leftover), read_half);
+    let (mut reader, _) =
+        fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+    let settings = state.session;
+    // fastwebsockets refuses frames of `>= max` bytes; we allow `max`.
+    reader.set_max_message_size(settings.limits.max_message + 1);
+
+    let metrics = state.hub.metrics().clone();
+    let outbox = Arc::new(Outbox::new(settings.queue, params.policy, metrics.clone()));
+    let liveness = Liveness::new();
+    let Some(session_id) = state.sessions.register(outbox.clone()) else {
+        // Shutting down, so the registry refused us: close right away.
+        outbox.close(DisconnectReason::Shutdown);
+        write_loop(write_half, &outbox, &settings.clocks, &liveness).await;
+        return;
+    };
+    metrics.connections.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(peer = %params.peer, session_id, "session open");
+
+    let session = Arc::new(Session {
+        outbox: outbox.clone(),
+        subscriptions: Mutex::new(HashSet::new()),
+        liveness,
+        settings,
+        state: state.clone(),
+    });
+    if !params.symbols.is_empty() {
+        // Unknown names in the URL are ignored; the ack lists what was taken.
+        let _ = session.subscribe(None, &params.symbols);
+    }
+    let mut reader_task = tokio::spawn(reader::read_loop(reader, session.clone()));
+    let reason = write_loop(write_half, &outbox, &settings.clocks, &session.liveness).await;
+    // A failed write ends the connection without a close decision: the
+    // client went away. (A no-op when a close was decided; that one counted.)
+    outbox.close_with_frame(Bytes::new(), DisconnectReason::Client);
+    // Keep reading (and dropping) what the client sends until it answers our
+    // close or the grace runs out: closing with unread input makes the kernel
+    // reset the connection, which can destroy the close frame in flight.
+    // Shutdown does not wait: the whole server is going away.
+    if reason == DisconnectReason::Shutdown
+        || tokio::time::timeout(CLOSE_GRACE, &mut reader_task)
+            .await
+            .is_err()
+    {
+        reader_task.abort();
+    }
+
+    let subs: Vec<SymbolId> = session.subscriptions.lock().drain().collect();
+    state.hub.unsubscribe(&outbox, &subs);
+    state.sessions.remove(session_id);
+    metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(peer = %params.peer, session_id, reason = reason.label(), "session closed");
+}

@@ -1,0 +1,227 @@
+//! A connection's control messages: parsing, the rate limits, and what each
+//! request does (subscribe, unsubscribe, symbols, ping).
+//!
+//! Every answer goes into the outbox in order: an ack before the snapshots
+//! it announces, an `error` after what a partly valid request did. Two token
+//! buckets bound what a client can make the server do: `--control-rate`
+//! requests per second (bursts of twice that) and `--max-errors` error
+//! replies per ~10 s before the connection is closed as abusive.
+
+use std::collections::HashSet;
+
+use tickwire_protocol::{ErrorCode, Id, Reply, Request, RequestError};
+
+use super::{Limits, Session};
+use crate::clock;
+use crate::close::DisconnectReason;
+use crate::feed::SymbolId;
+use crate::outbox::FrameKind;
+use crate::wire;
+
+/// A token bucket on the connection clock.
+struct Bucket {
+    tokens: f64,
+    capacity: f64,
+    per_ms: f64,
+    last_ms: u64,
+}
+
+impl Bucket {
+    fn new(capacity: f64, per_second: f64) -> Bucket {
+        Bucket {
+            tokens: capacity,
+            capacity,
+            per_ms: per_second / 1000.0,
+            last_ms: clock::now_ms(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = clock::now_ms();
+        self.tokens = (self.tokens + (now - self.last_ms) as f64 * self.per_ms).min(self.capacity);
+        self.last_ms = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The reader's request state.
+pub struct Requests {
+    /// simd-json scratch space, made on the first message.
+    buffers: Option<simd_json::Buffers>,
+    requests: Bucket,
+    errors: Bucket,
+    control_rate: u32,
+}
+
+impl Requests {
+    pub fn new(limits: &Limits) -> Requests {
+        Requests {
+            buffers: None,
+            requests: Bucket::new(2.0 * limits.control_rate as f64, limits.control_rate as f64),
+            errors: Bucket::new(limits.max_errors as f64, limits.max_errors as f64 / 10.0),
+            control_rate: limits.control_rate,
+        }
+    }
+
+    /// Handles one complete text message.
+    pub fn on_text(&mut self, session: &Session, text: &mut [u8]) {
+        let buffers = self
+            .buffers
+            .get_or_insert_with(|| simd_json::Buffers::new(text.len()));
+        let request = Request::parse(text, buffers);
+        if !self.requests.take() {
+            // Parsed anyway (a few hundred ns) so the error can name the
+            // request it refuses; the error budget bounds such storms.
+            let id = match &request {
+                Ok(r) => r.id().cloned(),
+                Err(e) => e.id.clone(),
+            };
+            self.reply_error(
+                session,
+                RequestError::new(
+                    id,
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {} control messages per second; this one was ignored",
+                        self.control_rate
+                    ),
+                ),
+            );
+            return;
+        }
+        let error = match request {
+            Ok(Request::Subscribe { id, symbols }) => session.subscribe(id, &symbols),
+            Ok(Request::Unsubscribe { id, symbols }) => session.unsubscribe(id, &symbols),
+            Ok(Request::Symbols { id }) => {
+                session
+                    .outbox
+                    .push_reply(session.state.symbols_reply(id.as_ref()), FrameKind::Text);
+                None
+            }
+            Ok(Request::Ping { id }) => {
+                session.reply(&Reply::Pong {
+                    id,
+                    ts: clock::wall_us(),
+                });
+                None
+            }
+            Err(e) => Some(e),
+        };
+        if let Some(e) = error {
+            self.reply_error(session, e);
+        }
+    }
+
+    /// Sends an error reply; a storm of them closes the connection.
+    fn reply_error(&mut self, session: &Session, e: RequestError) {
+        session.state.hub.metrics().count_error(e.code);
+        if !self.errors.take() {
+            session.outbox.close(DisconnectReason::Abuse);
+            return;
+        }
+        session.reply(&Reply::from(e));
+    }
+}
+
+fn unknown_error(id: Option<Id>, unknown: &[String]) -> RequestError {
+    let mut list: Vec<&str> = unknown.iter().take(20).map(String::as_str).collect();
+    if unknown.len() > 20 {
+        list.push("...");
+    }
+    RequestError::new(
+        id,
+        ErrorCode::UnknownSymbol,
+        format!(
+            "unknown symbols: {}; the op \"symbols\" lists them all",
+            list.join(", ")
+        ),
+    )
+}
+
+/// Which acknowledgement [`Session::ack`] sends.
+enum Ack {
+    Subscribed,
+    Unsubscribed,
+}
+
+impl Session {
+    fn reply(&self, reply: &Reply) {
+        self.outbox
+            .push_reply(wire::reply_frame(reply), FrameKind::Text);
+    }
+
+    /// Acknowledges a (un)subscribe for the symbols `ids`.
+    fn ack(&self, ack: Ack, id: Option<Id>, ids: &[SymbolId]) {
+        let universe = self.state.hub.universe();
+        let symbols = ids
+            .iter()
+            .map(|&s| universe.get(s).symbol.clone())
+            .collect();
+        self.reply(&match ack {
+            Ack::Subscribed => Reply::Subscribed { id, symbols },
+            Ack::Unsubscribed => Reply::Unsubscribed { id, symbols },
+        });
+    }
+
+    /// Subscribes to the known names; the ack comes before the snapshots.
+    pub(super) fn subscribe(&self, id: Option<Id>, names: &[String]) -> Option<RequestError> {
+        let resolved = self.state.hub.universe().resolve(names);
+        let max = self.settings.limits.max_symbols;
+        let fresh: Vec<SymbolId> = {
+            let mut subs = self.subscriptions();
+            let fresh: Vec<SymbolId> = resolved
+                .known
+                .iter()
+                .copied()
+                .filter(|s| !subs.contains(s))
+                .collect();
+            if subs.len() + fresh.len() > max {
+                return Some(RequestError::new(
+                    id,
+                    ErrorCode::TooManySymbols,
+                    format!(
+                        "this would follow {} symbols; a connection may follow at most {max}; nothing was subscribed",
+                        subs.len() + fresh.len()
+                    ),
+                ));
+            }
+            subs.extend(&fresh);
+            fresh
+        };
+        if !resolved.known.is_empty() {
+            self.ack(Ack::Subscribed, id.clone(), &resolved.known);
+            self.state.hub.subscribe(&self.outbox, &fresh);
+        }
+        (!resolved.unknown.is_empty()).then(|| unknown_error(id, &resolved.unknown))
+    }
+
+    /// Unsubscribes; no tick of those symbols follows the ack.
+    pub(super) fn unsubscribe(&self, id: Option<Id>, names: &[String]) -> Option<RequestError> {
+        let all = names.iter().any(|n| n == "*");
+        let (known, unknown) = if all {
+            (self.subscriptions().iter().copied().collect(), Vec::new())
+        } else {
+            let r = self.state.hub.universe().resolve(names);
+            (r.known, r.unknown)
+        };
+        let followed: Vec<SymbolId> = {
+            let mut subs = self.subscriptions();
+            known.iter().copied().filter(|s| subs.remove(s)).collect()
+        };
+        self.state.hub.unsubscribe(&self.outbox, &followed);
+        if !known.is_empty() || all {
+            self.ack(Ack::Unsubscribed, id.clone(), &known);
+        }
+        (!unknown.is_empty()).then(|| unknown_error(id, &unknown))
+    }
+
+    /// The symbols this connection follows.
+    fn subscriptions(&self) -> crate::sync::MutexGuard<'_, HashSet<SymbolId>> {
+        self.subscriptions.lock()
+    }
+}

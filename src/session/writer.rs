@@ -1,0 +1,191 @@
+//! The writer task: owns the write half, drains the outbox, keeps the
+//! connection's clocks, and says goodbye.
+//!
+//! It takes everything queued in one go and hands it to the kernel with
+//! vectored writes of pre-encoded frame bytes (many frames per syscall). Its
+//! own frames (pings, heartbeats) go straight into the batch it is about to
+//! write; only the idle timeout goes through the outbox, so that the first
+//! close decision wins and is counted once. When the outbox says close, it
+//! finishes a frame it had half written, sends the close frame, and
+//! half-closes.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Buf;
+use tickwire_protocol::Reply;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::clocks::{Clocks, Deadlines, Liveness};
+use crate::clock;
+use crate::close::DisconnectReason;
+use crate::metrics::Metrics;
+use crate::outbox::{Closing, FrameKind, Next, Outbox, Outgoing};
+use crate::wire::{self, OPCODE_PING};
+
+/// How long a closing connection may take to deliver its close frame (and
+/// the rest of a half-written frame before it) and to hear the client's
+/// close back.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+/// Most frame slices handed to one `writev` (Linux allows 1024).
+const MAX_IOV: usize = 512;
+
+/// Writes whatever the outbox hands over until it says close (or the socket
+/// fails); returns why the connection ended.
+pub async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    outbox: &Outbox,
+    clocks: &Clocks,
+    liveness: &Liveness,
+) -> DisconnectReason {
+    let metrics = outbox.metrics().clone();
+    let mut batch: VecDeque<Outgoing> = VecDeque::new();
+    // Bytes of `batch[0]` already written: a frame must be finished before
+    // anything else (a close frame) may follow it.
+    let mut head_partial = false;
+    let mut deadlines = Deadlines::new(clocks, clock::now_ms());
+    let timer = tokio::time::sleep_until(clock::instant_at_ms(
+        deadlines.next(liveness.last_heard_ms()),
+    ));
+    tokio::pin!(timer);
+
+    let closing: Closing = loop {
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                next = outbox.next(&mut batch) => match next {
+                    Next::Frames => continue,
+                    Next::Close(c) => break c,
+                },
+                () = &mut timer => {}
+            }
+        } else {
+            tokio::select! {
+                biased;
+                c = outbox.closed() => break c,
+                res = write_batch(&mut wr, &mut batch, &mut head_partial, &metrics) => {
+                    match res {
+                        Ok(()) => {
+                            deadlines.sent(clock::now_ms());
+                            continue;
+                        }
+                        Err(_) => return DisconnectReason::Client,
+                    }
+                }
+                () = &mut timer => {}
+            }
+        }
+        // The timer fired: see which clocks are actually due.
+        let now = clock::now_ms();
+        let last_heard = liveness.last_heard_ms();
+        let due = deadlines.due(now, last_heard, batch.is_empty());
+        if due.idle {
+            outbox.close(DisconnectReason::IdleTimeout);
+            continue;
+        }
+        if due.heartbeat {
+            let hb = Reply::Heartbeat {
+                ts: clock::wall_us(),
+            };
+            batch.push_back(Outgoing {
+                bytes: wire::reply_frame(&hb),
+                kind: FrameKind::Text,
+            });
+        }
+        if due.ping {
+            batch.push_back(Outgoing {
+                bytes: wire::frame(OPCODE_PING, b"tickwire"),
+                kind: FrameKind::Control,
+            });
+        }
+        timer.as_mut().reset(clock::instant_at_ms(
+            deadlines.next(last_heard).max(now + 1),
+        ));
+    };
+
+    if !closing.frame.is_empty() {
+        // A half-written frame must be finished before anything may follow;
+        // the rest of the batch goes only if the close says flush.
+        if closing.flush.is_empty() {
+            batch.truncate(usize::from(head_partial));
+        }
+        batch.extend(closing.flush);
+        batch.push_back(Outgoing {
+            bytes: closing.frame,
+            kind: FrameKind::Control,
+        });
+        // Then half-close: the client sees the end of our stream after the
+        // close frame.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            write_batch(&mut wr, &mut batch, &mut head_partial, &metrics).await?;
+            wr.shutdown().await
+        })
+        .await;
+    }
+    closing.reason
+}
+
+/// Writes all of `batch`, many frames per `writev`, recording each written
+/// frame. Cancel-safe: progress lives in `batch` itself.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    batch: &mut VecDeque<Outgoing>,
+    head_partial: &mut bool,
+    metrics: &Metrics,
+) -> io::Result<()> {
+    std::future::poll_fn(|cx| poll_write_batch(cx, wr, batch, head_partial, metrics)).await
+}
+
+fn poll_write_batch<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    wr: &mut W,
+    batch: &mut VecDeque<Outgoing>,
+    head_partial: &mut bool,
+    metrics: &Metrics,
+) -> Poll<io::Result<()>> {
+    while !batch.is_empty() {
+        // The slices live on the stack of this poll only, not in the task.
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let n = batch
+            .iter()
+            .zip(slices.iter_mut())
+            .map(|(f, s)| *s = IoSlice::new(&f.bytes))
+            .count();
+        let written = ready!(Pin::new(&mut *wr).poll_write_vectored(cx, &slices[..n]))?;
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        let now_ns = clock::wall_ns();
+        let mut shard = metrics.shard();
+        shard.writes += 1;
+        shard.bytes_sent += written as u64;
+        let mut left = written;
+        while left > 0 {
+            let head = batch.front_mut().expect("written bytes belong to frames");
+            if left < head.bytes.len() {
+                head.bytes.advance(left);
+                *head_partial = true;
+                break;
+            }
+            left -= head.bytes.len();
+            *head_partial = false;
+            match head.kind {
+                FrameKind::Tick { ts_ns } => {
+                    shard.msgs_sent += 1;
+                    shard.ticks_sent += 1;
+                    shard
+                        .latency
+                        .saturating_record(now_ns.saturating_sub(ts_ns).max(1));
+                }
+                FrameKind::Text => shard.msgs_sent += 1,
+                FrameKind::Control => {}
+            }
+            batch.pop_front();
+        }
+    }
+    Poll::Ready(Ok(()))
+}

@@ -1,0 +1,36 @@
+//! Where ticks come from: the seam between "what happened in the market" and
+//! the hub that fans it out.
+//!
+//! A source runs as one task and is the hub's only publisher, through a
+//! [`Publisher`](crate::hub::Publisher) (ticks, then one wake-up of the
+//! writers per batch). Today there is one kind:
+//!
+//! - [`local`]: the in-process generator, driven by the clock (the default:
+//!   `cargo run --release` needs nothing else).
+//!
+//! A broker-fed source (a NATS subscriber in gateway mode) is the next
+//! sibling: it feeds the same `Publisher`, so the hub, outboxes and sessions
+//! do not know which kind they serve.
+
+pub mod local;
+
+use std::sync::Arc;
+
+use crate::feed::Generator;
+use crate::hub::{Hub, Publisher};
+use crate::shutdown::Shutdown;
+
+/// A source of ticks, chosen at start.
+pub enum Source {
+    /// The in-process generator.
+    Local(Generator),
+}
+
+impl Source {
+    /// Publishes into `hub` until shutdown.
+    pub async fn run(self, hub: Arc<Hub>, shutdown: Shutdown) {
+        match self {
+            Source::Local(generator) => local::run(generator, Publisher::new(hub), shutdown).await,
+        }
+    }
+}
