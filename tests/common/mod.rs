@@ -18,6 +18,7 @@ use tickwire::hub::Hub;
 use tickwire::server::Server;
 use tickwire::shutdown::Shutdown;
 use tickwire::state::AppState;
+use tickwire_protocol::ServerMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
@@ -175,6 +176,14 @@ impl Client {
                 let frame = self.ws.read_frame().await.expect("read a frame");
                 match frame.opcode {
                     OpCode::Text => {
+                        // Every server message must be one the protocol
+                        // crate defines: one truth, checked in every test.
+                        if let Err(e) = ServerMessage::parse(&frame.payload) {
+                            panic!(
+                                "not a tickwire-protocol message ({e}): {}",
+                                String::from_utf8_lossy(&frame.payload)
+                            );
+                        }
                         return Msg::Json(serde_json::from_slice(&frame.payload).unwrap_or_else(
                             |e| {
                                 panic!(
