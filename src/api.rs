@@ -90,6 +90,7 @@ pub fn handle(
             respond(StatusCode::OK, JSON, body)
         }
         "/api/snapshot" => snapshot(query, hub),
+        "/api/history" => history(query, hub),
         "/ws" => error(
             StatusCode::BAD_REQUEST,
             "this endpoint speaks WebSocket: connect with a WebSocket client (Upgrade: websocket)",
@@ -126,5 +127,57 @@ fn snapshot(query: Option<&str>, hub: &Hub) -> Response<Body> {
     body.extend_from_slice(b"],\"unknown\":");
     body.extend_from_slice(&simd_json::to_vec(&resolved.unknown).expect("serializes"));
     body.push(b'}');
+    respond(StatusCode::OK, JSON, body)
+}
+
+/// Most ticks one `/api/history` answer carries.
+pub const HISTORY_PAGE_MAX: usize = 1000;
+
+/// `GET /api/history?symbol=S[&from=SEQ][&limit=N]`: the ticks of `S` after
+/// seq `from` (default 0: all the history holds), oldest first, at most
+/// `limit` (default 100, at most [`HISTORY_PAGE_MAX`]), with the epoch.
+fn history(query: Option<&str>, hub: &Hub) -> Response<Body> {
+    let Some(name) = query_param(query, "symbol") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "history needs ?symbol=NAME (and optionally &from=SEQ&limit=N)",
+        );
+    };
+    let Some(sym) = hub.universe().id_of(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown symbol; /api/symbols lists them all",
+        );
+    };
+    let number = |key: &str, default: u64| match query_param(query, key) {
+        None => Some(default),
+        Some(v) => v.parse::<u64>().ok(),
+    };
+    let Some(from) = number("from", 0) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "from must be a seq (a whole number)",
+        );
+    };
+    let limit = match number("limit", 100) {
+        Some(n) if (1..=HISTORY_PAGE_MAX as u64).contains(&n) => n as usize,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "limit must be a whole number from 1 to 1000",
+            )
+        }
+    };
+    let page = hub.history_page(sym, from, limit);
+    let mut body = Vec::with_capacity(128 + page.frames.iter().map(|f| f.len()).sum::<usize>());
+    tickwire_protocol::HistoryPage::write(
+        &mut body,
+        &name,
+        hub.epoch(),
+        page.first_seq,
+        page.last_seq,
+        page.complete,
+        page.frames.iter().map(|f| crate::wire::payload(f)),
+    );
     respond(StatusCode::OK, JSON, body)
 }

@@ -94,6 +94,21 @@ pub struct Config {
     #[arg(long, env = "TICKWIRE_MAX_ERRORS", default_value_t = 20)]
     pub max_errors: u32,
 
+    /// Ticks of history kept per symbol, for clients that resume after a
+    /// reconnect (0 turns history off).
+    #[arg(long, env = "TICKWIRE_HISTORY", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub history: u32,
+
+    /// Seconds a client dropped as a slow consumer has to read its close
+    /// frame (1008) before its socket is dropped.
+    #[arg(long, env = "TICKWIRE_SLOW_CONSUMER_GRACE", default_value = "30", value_parser = secs)]
+    pub slow_consumer_grace: Duration,
+
+    /// Most slow consumers given that grace at once; beyond it they get 3 s.
+    #[arg(long, env = "TICKWIRE_MAX_SLOW_CLOSING", default_value_t = 1000)]
+    pub max_slow_closing: usize,
+
     /// Seconds of silence towards a client before a heartbeat message.
     #[arg(long, env = "TICKWIRE_HEARTBEAT", default_value = "5", value_parser = secs)]
     pub heartbeat: Duration,

@@ -52,6 +52,9 @@ pub enum Policy {
 pub enum FrameKind {
     /// A live tick; `ts_ns` is its generation time.
     Tick { ts_ns: u64 },
+    /// A tick replayed from history on resume (counted as a tick, but it is
+    /// old: no latency sample).
+    Replay,
     /// Any other text message (replies, snapshots, heartbeats).
     Text,
     /// A control frame (ping, pong).
@@ -188,21 +191,32 @@ impl Outbox {
     /// disconnected.
     pub fn push_reply(&self, bytes: Bytes, kind: FrameKind) {
         let mut s = self.lock();
+        let wakers = self.queue_reply(&mut s, bytes, kind);
+        drop(s);
+        wake(wakers);
+    }
+
+    fn queue_reply(&self, s: &mut State, bytes: Bytes, kind: FrameKind) -> Wakers {
         if s.closing.is_some() {
-            return;
+            return (None, None);
         }
         if s.queued_bytes > 2 * self.limits.max_bytes {
-            let wakers = self.close_locked(&mut s, DisconnectReason::SlowConsumer);
-            drop(s);
-            wake(wakers);
-            return;
+            return self.close_locked(s, DisconnectReason::SlowConsumer);
         }
         s.queued_bytes += bytes.len();
         s.queue.push_back(Outgoing { bytes, kind });
-        let waker = s.waker.take();
-        drop(s);
-        if let Some(w) = waker {
-            w.wake();
+        (s.waker.take(), None)
+    }
+
+    /// Locks the queue for a subscribe: its ack, then the snapshots and
+    /// replays it announces, queued without a tick in between. Hold it only
+    /// with the topic locks of the symbols being subscribed (topic before
+    /// outbox, the fan-out's order); the writer is woken when it drops.
+    pub fn subscribing(&self) -> Subscribing<'_> {
+        Subscribing {
+            outbox: self,
+            state: Some(self.lock()),
+            wakers: (None, None),
         }
     }
 
@@ -352,6 +366,64 @@ impl Outbox {
     }
 }
 
+/// The writer's two wakers (waiting for frames; busy, waiting for a close).
+type Wakers = (Option<Waker>, Option<Waker>);
+
+/// The outbox locked for a subscribe ([`Outbox::subscribing`]).
+pub struct Subscribing<'a> {
+    outbox: &'a Outbox,
+    state: Option<MutexGuard<'a, State>>,
+    wakers: Wakers,
+}
+
+impl Subscribing<'_> {
+    fn state(&mut self) -> &mut State {
+        self.state.as_mut().expect("held until drop")
+    }
+
+    /// Frames and bytes of ticks that still fit under the queue bounds.
+    pub fn room(&mut self) -> (usize, usize) {
+        let limits = self.outbox.limits;
+        let s = self.state();
+        (
+            limits.max_msgs.saturating_sub(s.queue.len()),
+            limits.max_bytes.saturating_sub(s.queued_bytes),
+        )
+    }
+
+    /// As [`Outbox::push_reply`].
+    pub fn push_reply(&mut self, bytes: Bytes, kind: FrameKind) {
+        let outbox = self.outbox;
+        let s = self.state.as_mut().expect("held until drop");
+        let w = outbox.queue_reply(s, bytes, kind);
+        self.wakers = (self.wakers.0.take().or(w.0), self.wakers.1.take().or(w.1));
+    }
+
+    /// Queues replayed ticks (the caller checked [`Subscribing::room`]).
+    pub fn push_replay<'f>(&mut self, frames: impl Iterator<Item = &'f Bytes>) {
+        let s = self.state();
+        if s.closing.is_some() {
+            return;
+        }
+        for f in frames {
+            s.queued_bytes += f.len();
+            s.queue.push_back(Outgoing {
+                bytes: f.clone(),
+                kind: FrameKind::Replay,
+            });
+        }
+        let w = s.waker.take();
+        self.wakers.0 = self.wakers.0.take().or(w);
+    }
+}
+
+impl Drop for Subscribing<'_> {
+    fn drop(&mut self) {
+        drop(self.state.take());
+        wake((self.wakers.0.take(), self.wakers.1.take()));
+    }
+}
+
 fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
@@ -359,7 +431,7 @@ fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     }
 }
 
-fn wake((a, b): (Option<Waker>, Option<Waker>)) {
+fn wake((a, b): Wakers) {
     if let Some(w) = a {
         w.wake();
     }

@@ -44,9 +44,15 @@ pub struct TickFrame {
     pub bytes: Bytes,
 }
 
+/// Bytes allocated for one tick's frame: the header room, the fixed text, the
+/// symbol and up to 20 digits for each number (so one allocation fits any).
+pub fn frame_capacity(ins: &Instrument) -> usize {
+    HEAD_ROOM + 48 + 4 * 20 + ins.symbol.len()
+}
+
 impl TickFrame {
     pub fn encode(tick: &Tick, ins: &Instrument, kind: TickKind) -> TickFrame {
-        let mut buf = Vec::with_capacity(HEAD_ROOM + 48 + 4 * 20 + ins.symbol.len());
+        let mut buf = Vec::with_capacity(frame_capacity(ins));
         buf.resize(HEAD_ROOM, 0);
         write_json(&mut buf, tick, ins, kind);
         TickFrame {

@@ -44,6 +44,17 @@ pub fn finish_frame(mut buf: Vec<u8>, opcode: u8) -> Bytes {
     Bytes::from(buf).split_off(start)
 }
 
+/// The payload of a frame built here (server frames are unmasked).
+pub fn payload(frame: &[u8]) -> &[u8] {
+    let start = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(start..).unwrap_or(&[])
+}
+
 /// A text frame carrying a JSON message.
 pub fn text_frame(json: &[u8]) -> Bytes {
     frame(OPCODE_TEXT, json)
@@ -74,6 +85,8 @@ mod tests {
         let f = text_frame(&vec![b'a'; 70_000]);
         assert_eq!(f[1], 127);
         assert_eq!(f.len(), 70_010);
+        assert_eq!(payload(&f).len(), 70_000);
+        assert_eq!(payload(&text_frame(b"{}")), b"{}");
         let c = close_frame(Close::SlowConsumer);
         assert_eq!(&c[..4], &[0x88, 15, 0x03, 0xF0]);
     }

@@ -12,6 +12,8 @@
 //!   tick with (once per tick, shared by every subscriber), an exact parser,
 //!   and the fast header scan the harness uses.
 //! - [`message`]: [`ServerMessage`], any text message from the server.
+//! - [`http`]: bodies of the HTTP endpoints that carry ticks
+//!   ([`HistoryPage`]).
 //! - [`decimal`]: exact fixed-point decimals; prices never carry float noise.
 //! - [`codes`]: [`ErrorCode`] (the `code` of `error` replies) and [`Close`]
 //!   (close codes with their reason texts, and whether a client should
@@ -23,6 +25,7 @@
 
 pub mod codes;
 pub mod decimal;
+pub mod http;
 pub mod message;
 pub mod reply;
 pub mod request;
@@ -30,13 +33,14 @@ pub mod tick;
 
 pub use codes::{Close, ErrorCode};
 pub use decimal::Decimal;
+pub use http::HistoryPage;
 pub use message::ServerMessage;
-pub use reply::{AssetClass, Reply, SymbolInfo};
+pub use reply::{AssetClass, Reply, SymbolInfo, Welcome};
 pub use request::{Id, Request, RequestError};
 pub use tick::{TickKind, TickMsg, TickRef};
 
 /// The protocol version this crate speaks.
-pub const VERSION: &str = "1";
+pub const VERSION: &str = "1.1";
 
 /// Why a server message could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]

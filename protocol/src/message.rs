@@ -74,9 +74,25 @@ mod tests {
             ask: Decimal::new(18724, 2),
         }));
         for r in [
+            Reply::Welcome(crate::Welcome {
+                version: crate::VERSION.into(),
+                epoch: "3f9a".into(),
+                heartbeat_ms: 5000,
+                max_symbols: 1024,
+                control_rate: 10,
+                max_message: 4096,
+                history: 1024,
+                policy: "conflate".into(),
+            }),
             Reply::Subscribed {
                 id: Some(Id::Int(7)),
                 symbols: vec!["AAPL".into()],
+                recovered: None,
+            },
+            Reply::Subscribed {
+                id: None,
+                symbols: vec!["AAPL".into(), "MSFT".into()],
+                recovered: Some([("AAPL".to_string(), true), ("MSFT".to_string(), false)].into()),
             },
             Reply::Unsubscribed {
                 id: None,
@@ -115,6 +131,7 @@ mod tests {
         let ack = Reply::Subscribed {
             id: Some(Id::Int(7)),
             symbols: vec!["AAPL".into()],
+            recovered: None,
         };
         assert_eq!(
             ack.to_json(),

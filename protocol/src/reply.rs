@@ -2,6 +2,8 @@
 //! heartbeats, pongs and the instrument list. They are small and rare, so
 //! they go through serde (ticks never do: see [`crate::tick`]).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::codes::ErrorCode;
@@ -11,12 +13,19 @@ use crate::request::{Id, RequestError};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Reply {
+    /// The first message on every connection (v1.1): the protocol version,
+    /// the epoch of the seq numbers, and the limits a client needs.
+    Welcome(Welcome),
     /// The answer to `subscribe`: every known symbol of the request,
     /// followed or not before.
     Subscribed {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Id>,
         symbols: Vec<String>,
+        /// Only when the request had `from`: per symbol of `from`, whether the
+        /// missed ticks follow (`true`) or a snapshot does (`false`) (v1.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<BTreeMap<String, bool>>,
     },
     /// The answer to `unsubscribe`; no tick of these symbols follows it.
     Unsubscribed {
@@ -62,6 +71,30 @@ impl From<RequestError> for Reply {
             message: e.message,
         }
     }
+}
+
+/// The body of the `welcome` message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version the server speaks, e.g. `"1.1"`.
+    pub version: String,
+    /// Names this server run's sequence space: it changes whenever seq
+    /// numbering starts over (a restart), so "seq 1042" of one epoch is not
+    /// "seq 1042" of another. Resume with `from` needs it.
+    pub epoch: String,
+    /// A connection that is sent nothing for this long gets a heartbeat; no
+    /// message at all for three times this means the connection is stalled.
+    pub heartbeat_ms: u64,
+    /// Most symbols one connection may follow.
+    pub max_symbols: usize,
+    /// Control messages per second (bursts of twice that).
+    pub control_rate: u32,
+    /// Largest client message in bytes.
+    pub max_message: usize,
+    /// Ticks of history kept per symbol: how far back `from` can resume.
+    pub history: usize,
+    /// This connection's slow-consumer policy: `conflate` or `disconnect`.
+    pub policy: String,
 }
 
 /// Kind of instrument.

@@ -5,6 +5,8 @@
 //! wrong becomes a [`RequestError`] that says what a right one looks like and
 //! keeps the request's `id`, so a client can match the error to its request.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::codes::ErrorCode;
@@ -22,11 +24,19 @@ pub enum Id {
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
     /// Follow these symbols (`*` = all); answered by `subscribed`, then a
-    /// snapshot per newly followed symbol.
+    /// snapshot per newly followed symbol, or, for symbols in `from`, the
+    /// ticks missed since that seq when the server still has them (resume).
     Subscribe {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<Id>,
         symbols: Vec<String>,
+        /// Resume: the last seq the client has of each symbol (v1.1).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<BTreeMap<String, u64>>,
+        /// The epoch those seqs belong to, from the `welcome` message; needed
+        /// with `from` (v1.1).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
     /// Stop following these symbols (`*` = all followed); no tick of them
     /// follows the `unsubscribed` ack.
@@ -71,6 +81,8 @@ struct RawRequest {
     op: Option<String>,
     id: Option<Id>,
     symbols: Option<Vec<String>>,
+    from: Option<BTreeMap<String, u64>>,
+    epoch: Option<String>,
 }
 
 impl Request {
@@ -118,8 +130,34 @@ impl Request {
                 format!("\"{op}\" needs a non-empty \"symbols\" array, e.g. [\"AAPL\"] or [\"*\"]"),
             )),
         };
+        let (from, epoch) = (raw.from, raw.epoch);
         match op.as_str() {
-            "subscribe" => symbols(id).map(|(id, symbols)| Request::Subscribe { id, symbols }),
+            "subscribe" => {
+                let (id, symbols) = symbols(id)?;
+                if let Some(from) = &from {
+                    if epoch.is_none() {
+                        return Err(RequestError::new(
+                            id,
+                            ErrorCode::BadRequest,
+                            "\"from\" needs the \"epoch\" its seqs belong to (from the welcome message)",
+                        ));
+                    }
+                    let all = symbols.iter().any(|s| s == "*");
+                    if let Some(stray) = from.keys().find(|k| !all && !symbols.contains(k)) {
+                        return Err(RequestError::new(
+                            id,
+                            ErrorCode::BadRequest,
+                            format!("\"from\" names {stray}, which is not in \"symbols\""),
+                        ));
+                    }
+                }
+                Ok(Request::Subscribe {
+                    id,
+                    symbols,
+                    from,
+                    epoch,
+                })
+            }
             "unsubscribe" => symbols(id).map(|(id, symbols)| Request::Unsubscribe { id, symbols }),
             "symbols" => Ok(Request::Symbols { id }),
             "ping" => Ok(Request::Ping { id }),
@@ -152,7 +190,9 @@ mod tests {
             parse(r#"{"op":"subscribe","symbols":["AAPL","MSFT"],"id":7}"#).unwrap(),
             Request::Subscribe {
                 id: Some(Id::Int(7)),
-                symbols: vec!["AAPL".into(), "MSFT".into()]
+                symbols: vec!["AAPL".into(), "MSFT".into()],
+                from: None,
+                epoch: None,
             }
         );
         assert_eq!(
@@ -173,6 +213,14 @@ mod tests {
             Request::Subscribe {
                 id: Some(Id::Int(7)),
                 symbols: vec!["AAPL".into(), "*".into()],
+                from: None,
+                epoch: None,
+            },
+            Request::Subscribe {
+                id: None,
+                symbols: vec!["AAPL".into(), "MSFT".into()],
+                from: Some([("AAPL".to_string(), 1042)].into()),
+                epoch: Some("e1".into()),
             },
             Request::Unsubscribe {
                 id: Some(Id::Str("u".into())),
@@ -189,7 +237,9 @@ mod tests {
         assert_eq!(
             Request::Subscribe {
                 id: None,
-                symbols: vec!["S1".into()]
+                symbols: vec!["S1".into()],
+                from: None,
+                epoch: None,
             }
             .to_json(),
             br#"{"op":"subscribe","symbols":["S1"]}"#
@@ -209,6 +259,15 @@ mod tests {
         let e = parse(r#"{"id":1}"#).unwrap_err();
         assert!(e.message.contains("op"));
         let e = parse(r#"[1,2]"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        let e = parse(r#"{"op":"subscribe","symbols":["A"],"from":{"A":1},"id":5}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(Id::Int(5))));
+        assert!(e.message.contains("epoch"), "{}", e.message);
+        let e =
+            parse(r#"{"op":"subscribe","symbols":["A"],"from":{"B":1},"epoch":"x"}"#).unwrap_err();
+        assert!(e.message.contains("B"), "{}", e.message);
+        let e =
+            parse(r#"{"op":"subscribe","symbols":["A"],"from":{"A":-1},"epoch":"x"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::history::History;
 use crate::feed::Tick;
 use crate::outbox::Outbox;
 use crate::sync::{Mutex, MutexGuard};
@@ -9,20 +10,37 @@ use crate::sync::{Mutex, MutexGuard};
 /// What a topic's lock guards: changed by the publisher once per tick and by
 /// (un)subscribes, always together with the fan-out or snapshot that must
 /// not be separated from it.
-#[derive(Default)]
 pub(super) struct TopicState {
     pub subscribers: Vec<Arc<Outbox>>,
     pub latest: Option<Tick>,
+    /// The latest ticks' frames, for resume.
+    pub history: History,
 }
 
-/// A symbol's subscribers and latest tick, under the topic's own lock (there
-/// is no global one).
-#[derive(Default)]
+impl TopicState {
+    /// The latest seq (0: never traded).
+    pub fn latest_seq(&self) -> u64 {
+        self.latest.map_or(0, |t| t.seq)
+    }
+}
+
+/// A symbol's subscribers, latest tick and history, under the topic's own
+/// lock (there is no global one).
 pub(super) struct Topic {
     state: Mutex<TopicState>,
 }
 
 impl Topic {
+    pub fn new(history: usize) -> Topic {
+        Topic {
+            state: Mutex::new(TopicState {
+                subscribers: Vec::new(),
+                latest: None,
+                history: History::new(history),
+            }),
+        }
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, TopicState> {
         self.state.lock()
     }

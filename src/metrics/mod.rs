@@ -118,6 +118,12 @@ pub struct Metrics {
     pub subscriptions: AtomicI64,
     pub ticks_generated: AtomicU64,
     pub rejected_connections: AtomicU64,
+    /// Connections dropped as slow consumers still waiting for their client
+    /// to read the close frame.
+    pub closing_slow: AtomicI64,
+    pub(crate) resumes_recovered: AtomicU64,
+    pub(crate) resumes_lost: AtomicU64,
+    pub(crate) replayed_ticks: AtomicU64,
     pub(crate) conflated: AtomicU64,
     pub(crate) disconnects: [AtomicU64; DisconnectReason::ALL.len()],
     pub(crate) errors: [AtomicU64; ErrorCode::ALL.len()],
@@ -139,6 +145,10 @@ impl Default for Metrics {
             subscriptions: AtomicI64::new(0),
             ticks_generated: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
+            closing_slow: AtomicI64::new(0),
+            resumes_recovered: AtomicU64::new(0),
+            resumes_lost: AtomicU64::new(0),
+            replayed_ticks: AtomicU64::new(0),
             conflated: AtomicU64::new(0),
             disconnects: Default::default(),
             errors: Default::default(),
@@ -162,6 +172,18 @@ impl Metrics {
 
     pub fn add_conflated(&self, n: u64) {
         self.conflated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts the symbols of a subscribe that asked to resume (`Some`), by
+    /// outcome, and the ticks replayed for them.
+    pub fn count_resumes(&self, recovered: &[Option<bool>], replayed: u64) {
+        let yes = recovered.iter().filter(|r| **r == Some(true)).count() as u64;
+        let no = recovered.iter().filter(|r| **r == Some(false)).count() as u64;
+        if yes + no > 0 {
+            self.resumes_recovered.fetch_add(yes, Ordering::Relaxed);
+            self.resumes_lost.fetch_add(no, Ordering::Relaxed);
+            self.replayed_ticks.fetch_add(replayed, Ordering::Relaxed);
+        }
     }
 
     pub fn count_error(&self, code: ErrorCode) {
@@ -208,6 +230,9 @@ impl Metrics {
                 writes: r.total.sent.writes,
                 conflated: self.conflated.load(Ordering::Relaxed),
                 rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
+                resumes_recovered: self.resumes_recovered.load(Ordering::Relaxed),
+                resumes_lost: self.resumes_lost.load(Ordering::Relaxed),
+                replayed_ticks: self.replayed_ticks.load(Ordering::Relaxed),
                 disconnects: DisconnectReason::ALL
                     .iter()
                     .zip(&self.disconnects)

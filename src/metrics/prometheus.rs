@@ -14,7 +14,7 @@ impl Metrics {
         let t = self.snapshot_totals();
         let mut o = String::with_capacity(4096);
         let load = |a: &AtomicI64| a.load(Ordering::Relaxed) as u64;
-        let series: [(&str, &str, &str, u64); 13] = [
+        let series = [
             (
                 "tickwire_connections",
                 "gauge",
@@ -88,6 +88,18 @@ impl Metrics {
                 queued.1 as u64,
             ),
             (
+                "tickwire_closing_slow_consumers",
+                "gauge",
+                "Connections dropped as slow consumers whose client has not read the close frame yet.",
+                load(&self.closing_slow),
+            ),
+            (
+                "tickwire_replayed_ticks_total",
+                "counter",
+                "Ticks replayed from history to resuming clients.",
+                t.replayed_ticks,
+            ),
+            (
                 "tickwire_uptime_seconds",
                 "gauge",
                 "Seconds since start.",
@@ -104,6 +116,11 @@ impl Metrics {
         for (reason, n) in &t.disconnects {
             let _ = writeln!(o, "tickwire_disconnects_total{{reason=\"{reason}\"}} {n}");
         }
+        let _ = writeln!(
+            o,
+            "# HELP tickwire_resumes_total Symbols subscribed with `from`, by whether every missed tick was replayed.\n# TYPE tickwire_resumes_total counter\ntickwire_resumes_total{{recovered=\"true\"}} {}\ntickwire_resumes_total{{recovered=\"false\"}} {}",
+            t.resumes_recovered, t.resumes_lost
+        );
         let _ = writeln!(o, "# HELP tickwire_request_errors_total Error replies sent to clients, by code.\n# TYPE tickwire_request_errors_total counter");
         for (code, n) in &t.errors {
             let _ = writeln!(o, "tickwire_request_errors_total{{code=\"{code}\"}} {n}");

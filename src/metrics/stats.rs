@@ -18,6 +18,12 @@ pub struct Totals {
     pub writes: u64,
     pub conflated: u64,
     pub rejected_connections: u64,
+    /// Symbols resumed with every missed tick replayed.
+    pub resumes_recovered: u64,
+    /// Symbols that asked to resume but got a snapshot instead.
+    pub resumes_lost: u64,
+    /// Ticks replayed from history by resumes.
+    pub replayed_ticks: u64,
     pub disconnects: std::collections::BTreeMap<&'static str, u64>,
     /// `error` replies sent, by code.
     pub errors: std::collections::BTreeMap<&'static str, u64>,
@@ -85,6 +91,8 @@ pub struct Stats {
     pub uptime_s: f64,
     pub connections: i64,
     pub subscriptions: i64,
+    /// Slow consumers still given time to read their close frame.
+    pub closing_slow: i64,
     pub symbols: usize,
     /// Frames and bytes waiting in all connections' queues right now.
     pub queued_msgs: usize,
@@ -118,6 +126,7 @@ impl Metrics {
             uptime_s: self.started.elapsed().as_secs_f64(),
             connections: self.connections.load(Ordering::Relaxed),
             subscriptions: self.subscriptions.load(Ordering::Relaxed),
+            closing_slow: self.closing_slow.load(Ordering::Relaxed),
             symbols,
             queued_msgs: queued.0,
             queued_bytes: queued.1,

@@ -22,12 +22,14 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::feed::Universe;
 use crate::feed::{FeedError, Generator};
-use crate::hub::Hub;
+use crate::hub::{self, history::History, Hub};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::Source;
 use crate::state::AppState;
+use crate::tick::frame_capacity;
 use admission::Admission;
 use listener::Listener;
 
@@ -55,6 +57,15 @@ impl ServerError {
     }
 }
 
+/// The most memory the history of `universe` can take at `depth` ticks per
+/// symbol (each frame is one allocation of [`frame_capacity`] bytes).
+fn history_bound(universe: &Universe, depth: usize) -> usize {
+    universe
+        .iter()
+        .map(|(_, ins)| History::bytes_bound(depth, frame_capacity(ins)))
+        .sum()
+}
+
 /// A bound, not yet running server.
 pub struct Server {
     listener: Listener,
@@ -78,12 +89,24 @@ impl Server {
             }
         })?;
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(Arc::new(universe), metrics.clone()));
+        let history = config.history as usize;
+        let history_mib = history_bound(&universe, history) as f64 / (1 << 20) as f64;
+        let hub = Arc::new(Hub::new(
+            Arc::new(universe),
+            metrics.clone(),
+            hub::new_epoch(),
+            history,
+        ));
         tracing::info!(
             symbols = hub.universe().len(),
             ticks_per_s = hub.universe().total_rate(),
             seed,
+            epoch = hub.epoch(),
             "feed ready"
+        );
+        tracing::info!(
+            "history: {history} ticks per symbol, at most {history_mib:.1} MiB for {} symbols (--history)",
+            hub.universe().len()
         );
         Ok(Server {
             listener,

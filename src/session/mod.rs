@@ -28,6 +28,7 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::Role;
@@ -59,12 +60,21 @@ pub struct Limits {
     pub max_errors: u32,
 }
 
+/// How long a slow consumer's close frame may wait for its client to read,
+/// and for how many connections at once.
+#[derive(Debug, Clone, Copy)]
+pub struct SlowClose {
+    pub grace: Duration,
+    pub max: usize,
+}
+
 /// Every knob a session obeys, derived once from the [`Config`].
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     pub queue: outbox::Limits,
     pub limits: Limits,
     pub clocks: Clocks,
+    pub slow_close: SlowClose,
 }
 
 impl Settings {
@@ -84,6 +94,10 @@ impl Settings {
                 heartbeat: c.heartbeat,
                 ping: c.ping,
                 idle: c.idle_timeout,
+            },
+            slow_close: SlowClose {
+                grace: c.slow_consumer_grace,
+                max: c.max_slow_closing,
             },
         }
     }
@@ -149,7 +163,7 @@ pub async fn run<S: Stream>(
     let Some(session_id) = state.sessions.register(outbox.clone()) else {
         // Shutting down, so the registry refused us: close right away.
         outbox.close(DisconnectReason::Shutdown);
-        write_loop(write_half, &outbox, &settings.clocks, &liveness).await;
+        write_loop(write_half, &outbox, &settings, &liveness).await;
         return;
     };
     metrics.connections.fetch_add(1, Ordering::Relaxed);
@@ -162,12 +176,13 @@ pub async fn run<S: Stream>(
         settings,
         state: state.clone(),
     });
+    session.welcome(params.policy);
     if !params.symbols.is_empty() {
         // Unknown names in the URL are ignored; the ack lists what was taken.
-        let _ = session.subscribe(None, &params.symbols);
+        let _ = session.subscribe(None, &params.symbols, None, None);
     }
     let mut reader_task = tokio::spawn(reader::read_loop(reader, session.clone()));
-    let reason = write_loop(write_half, &outbox, &settings.clocks, &session.liveness).await;
+    let reason = write_loop(write_half, &outbox, &settings, &session.liveness).await;
     // A failed write ends the connection without a close decision: the
     // client went away. (A no-op when a close was decided; that one counted.)
     outbox.close_with_frame(Bytes::new(), DisconnectReason::Client);

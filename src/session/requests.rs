@@ -7,15 +7,16 @@
 //! requests per second (bursts of twice that) and `--max-errors` error
 //! replies per ~10 s before the connection is closed as abusive.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
-use tickwire_protocol::{ErrorCode, Id, Reply, Request, RequestError};
+use tickwire_protocol::{ErrorCode, Id, Reply, Request, RequestError, Welcome};
 
 use super::{Limits, Session};
 use crate::clock;
 use crate::close::DisconnectReason;
 use crate::feed::SymbolId;
-use crate::outbox::FrameKind;
+use crate::hub::Start;
+use crate::outbox::{FrameKind, Policy};
 use crate::wire;
 
 /// A token bucket on the connection clock.
@@ -95,7 +96,12 @@ impl Requests {
             return;
         }
         let error = match request {
-            Ok(Request::Subscribe { id, symbols }) => session.subscribe(id, &symbols),
+            Ok(Request::Subscribe {
+                id,
+                symbols,
+                from,
+                epoch,
+            }) => session.subscribe(id, &symbols, from.as_ref(), epoch.as_deref()),
             Ok(Request::Unsubscribe { id, symbols }) => session.unsubscribe(id, &symbols),
             Ok(Request::Symbols { id }) => {
                 session
@@ -143,34 +149,51 @@ fn unknown_error(id: Option<Id>, unknown: &[String]) -> RequestError {
     )
 }
 
-/// Which acknowledgement [`Session::ack`] sends.
-enum Ack {
-    Subscribed,
-    Unsubscribed,
-}
-
 impl Session {
     fn reply(&self, reply: &Reply) {
         self.outbox
             .push_reply(wire::reply_frame(reply), FrameKind::Text);
     }
 
-    /// Acknowledges a (un)subscribe for the symbols `ids`.
-    fn ack(&self, ack: Ack, id: Option<Id>, ids: &[SymbolId]) {
+    fn names(&self, ids: &[SymbolId]) -> Vec<String> {
         let universe = self.state.hub.universe();
-        let symbols = ids
-            .iter()
+        ids.iter()
             .map(|&s| universe.get(s).symbol.clone())
-            .collect();
-        self.reply(&match ack {
-            Ack::Subscribed => Reply::Subscribed { id, symbols },
-            Ack::Unsubscribed => Reply::Unsubscribed { id, symbols },
-        });
+            .collect()
     }
 
-    /// Subscribes to the known names; the ack comes before the snapshots.
-    pub(super) fn subscribe(&self, id: Option<Id>, names: &[String]) -> Option<RequestError> {
-        let resolved = self.state.hub.universe().resolve(names);
+    /// The first message of every connection: version, epoch, limits.
+    pub(super) fn welcome(&self, policy: Policy) {
+        let limits = &self.settings.limits;
+        self.reply(&Reply::Welcome(Welcome {
+            version: tickwire_protocol::VERSION.to_string(),
+            epoch: self.state.hub.epoch().to_string(),
+            heartbeat_ms: self.settings.clocks.heartbeat.as_millis() as u64,
+            max_symbols: limits.max_symbols,
+            control_rate: limits.control_rate,
+            max_message: limits.max_message,
+            history: self.state.hub.history_depth(),
+            policy: match policy {
+                Policy::Conflate => "conflate",
+                Policy::Disconnect => "disconnect",
+            }
+            .to_string(),
+        }));
+    }
+
+    /// Subscribes to the known names. The ack comes first, then per newly
+    /// followed symbol its replay (resuming after `from[sym]` of `epoch`)
+    /// or its snapshot.
+    pub(super) fn subscribe(
+        &self,
+        id: Option<Id>,
+        names: &[String],
+        from: Option<&BTreeMap<String, u64>>,
+        epoch: Option<&str>,
+    ) -> Option<RequestError> {
+        let hub = &self.state.hub;
+        let universe = hub.universe();
+        let resolved = universe.resolve(names);
         let max = self.settings.limits.max_symbols;
         let fresh: Vec<SymbolId> = {
             let mut subs = self.subscriptions();
@@ -194,8 +217,42 @@ impl Session {
             fresh
         };
         if !resolved.known.is_empty() {
-            self.ack(Ack::Subscribed, id.clone(), &resolved.known);
-            self.state.hub.subscribe(&self.outbox, &fresh);
+            // A seq means something only in the epoch it came from.
+            let same_epoch = epoch == Some(hub.epoch());
+            let from_of = |sym: SymbolId| from.and_then(|f| f.get(&universe.get(sym).symbol));
+            let starts: Vec<(SymbolId, Start)> = fresh
+                .iter()
+                .map(|&sym| match from_of(sym) {
+                    Some(&seq) if same_epoch => (sym, Start::After(seq)),
+                    _ => (sym, Start::Snapshot),
+                })
+                .collect();
+            let symbols = self.names(&resolved.known);
+            hub.subscribe(&self.outbox, &starts, |outcome| {
+                let recovered = from.map(|_| {
+                    let fresh_outcome: BTreeMap<SymbolId, bool> = starts
+                        .iter()
+                        .zip(outcome)
+                        .map(|(&(sym, _), r)| (sym, r.unwrap_or(false)))
+                        .collect();
+                    resolved
+                        .known
+                        .iter()
+                        .filter(|&&sym| from_of(sym).is_some())
+                        .map(|&sym| {
+                            // A symbol this connection already follows goes
+                            // on uninterrupted: nothing to recover.
+                            let ok = fresh_outcome.get(&sym).copied().unwrap_or(true);
+                            (universe.get(sym).symbol.clone(), ok)
+                        })
+                        .collect()
+                });
+                wire::reply_frame(&Reply::Subscribed {
+                    id: id.clone(),
+                    symbols,
+                    recovered,
+                })
+            });
         }
         (!resolved.unknown.is_empty()).then(|| unknown_error(id, &resolved.unknown))
     }
@@ -215,7 +272,10 @@ impl Session {
         };
         self.state.hub.unsubscribe(&self.outbox, &followed);
         if !known.is_empty() || all {
-            self.ack(Ack::Unsubscribed, id.clone(), &known);
+            self.reply(&Reply::Unsubscribed {
+                id: id.clone(),
+                symbols: self.names(&known),
+            });
         }
         (!unknown.is_empty()).then(|| unknown_error(id, &unknown))
     }

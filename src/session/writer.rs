@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -19,7 +20,8 @@ use bytes::Buf;
 use tickwire_protocol::Reply;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::clocks::{Clocks, Deadlines, Liveness};
+use super::clocks::{Deadlines, Liveness};
+use super::Settings;
 use crate::clock;
 use crate::close::DisconnectReason;
 use crate::metrics::Metrics;
@@ -39,9 +41,10 @@ const MAX_IOV: usize = 512;
 pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     outbox: &Outbox,
-    clocks: &Clocks,
+    settings: &Settings,
     liveness: &Liveness,
 ) -> DisconnectReason {
+    let clocks = &settings.clocks;
     let metrics = outbox.metrics().clone();
     let mut batch: VecDeque<Outgoing> = VecDeque::new();
     // Bytes of `batch[0]` already written: a frame must be finished before
@@ -118,13 +121,27 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             bytes: closing.frame,
             kind: FrameKind::Control,
         });
+        // A slow consumer may be stalled for a while yet: its queue is gone,
+        // only the close frame is owed, so it gets a long grace to read it
+        // (and learn why it was dropped), up to a bound on how many wait.
+        let slow = closing.reason == DisconnectReason::SlowConsumer
+            && metrics.closing_slow.fetch_add(1, Ordering::Relaxed)
+                < settings.slow_close.max as i64;
+        let grace = if slow {
+            settings.slow_close.grace
+        } else {
+            CLOSE_GRACE
+        };
         // Then half-close: the client sees the end of our stream after the
         // close frame.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let _ = tokio::time::timeout(grace, async {
             write_batch(&mut wr, &mut batch, &mut head_partial, &metrics).await?;
             wr.shutdown().await
         })
         .await;
+        if closing.reason == DisconnectReason::SlowConsumer {
+            metrics.closing_slow.fetch_sub(1, Ordering::Relaxed);
+        }
     }
     closing.reason
 }
@@ -180,6 +197,10 @@ fn poll_write_batch<W: AsyncWrite + Unpin>(
                     shard
                         .latency
                         .saturating_record(now_ns.saturating_sub(ts_ns).max(1));
+                }
+                FrameKind::Replay => {
+                    shard.msgs_sent += 1;
+                    shard.ticks_sent += 1;
                 }
                 FrameKind::Text => shard.msgs_sent += 1,
                 FrameKind::Control => {}

@@ -127,6 +127,8 @@ pub enum Msg {
 
 pub struct Client {
     pub ws: WebSocket<TokioIo<Upgraded>>,
+    /// The `welcome` message, which every connection starts with.
+    pub welcome: Value,
 }
 
 impl Client {
@@ -155,7 +157,14 @@ impl Client {
             .expect("websocket handshake");
         ws.set_auto_close(false);
         ws.set_auto_pong(true);
-        Client { ws }
+        let mut client = Client {
+            ws,
+            welcome: Value::Null,
+        };
+        let welcome = client.json().await;
+        assert_eq!(welcome["type"], "welcome", "the first message: {welcome}");
+        client.welcome = welcome;
+        client
     }
 
     pub async fn send(&mut self, text: &str) {
@@ -191,7 +200,7 @@ impl Client {
                                     String::from_utf8_lossy(&frame.payload)
                                 )
                             },
-                        ))
+                        ));
                     }
                     OpCode::Close => {
                         let p = &frame.payload;
