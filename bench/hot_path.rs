@@ -5,10 +5,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Waker};
 
+use bytes::Bytes;
 use divan::counter::ItemsCount;
 use divan::Bencher;
 use tickwire::feed::{Generator, Tick, Universe};
-use tickwire::hub::{Hub, Publisher};
+use tickwire::hub::{Hub, Publisher, Start};
 use tickwire::metrics::Metrics;
 use tickwire::outbox::{Limits, Outbox, Policy};
 use tickwire::tick::{TickFrame, TickKind};
@@ -103,25 +104,17 @@ fn generate_and_encode(bencher: Bencher) {
 /// once-per-batch wake-up and fan-out histogram) and each outbox is drained
 /// the way its writer would (one swap), amortised in the figure; the
 /// writers' tasks are not run.
-#[divan::bench(args = [1, 100, 1000])]
-fn publish_to_subscribers(bencher: Bencher, subscribers: usize) {
+///
+/// `HISTORY` is the depth of the topic's history ring (0: off): what keeping
+/// history costs the fan-out.
+#[divan::bench(args = [1, 100, 1000], consts = [0, 1024])]
+fn publish_to_subscribers<const HISTORY: usize>(bencher: Bencher, subscribers: usize) {
     let metrics = Arc::new(Metrics::default());
     let u = Arc::new(Universe::synthetic(1, 1.0));
-    let hub = Arc::new(Hub::new(u, metrics.clone()));
-    let outboxes: Vec<Arc<Outbox>> = (0..subscribers)
-        .map(|_| {
-            Arc::new(Outbox::new(
-                Limits {
-                    max_msgs: 4096,
-                    max_bytes: 1 << 20,
-                },
-                Policy::Conflate,
-                metrics.clone(),
-            ))
-        })
-        .collect();
+    let hub = Arc::new(Hub::new(u, metrics.clone(), "bench".into(), HISTORY));
+    let outboxes: Vec<Arc<Outbox>> = (0..subscribers).map(|_| outbox(&metrics)).collect();
     for o in &outboxes {
-        hub.subscribe(o, &[0]);
+        hub.subscribe(o, &[(0, Start::Snapshot)], |_| Bytes::new());
     }
     let mut tick = Tick {
         sym: 0,
@@ -148,4 +141,51 @@ fn publish_to_subscribers(bencher: Bencher, subscribers: usize) {
                 }
             }
         });
+}
+
+fn outbox(metrics: &Arc<Metrics>) -> Arc<Outbox> {
+    Arc::new(Outbox::new(
+        Limits {
+            max_msgs: 4096,
+            max_bytes: 1 << 20,
+        },
+        Policy::Conflate,
+        metrics.clone(),
+    ))
+}
+
+/// A resume that replays the whole default history (1,024 ticks) to one
+/// client: the subscribe under the topic lock, the frames queued (not
+/// written), then unsubscribe and drain for the next round.
+#[divan::bench]
+fn replay_1024_ticks(bencher: Bencher) {
+    let metrics = Arc::new(Metrics::default());
+    let u = Arc::new(Universe::synthetic(1, 1.0));
+    let hub = Arc::new(Hub::new(u, metrics.clone(), "bench".into(), 1024));
+    let mut publisher = Publisher::new(hub.clone());
+    for seq in 1..=2048 {
+        publisher.publish(&Tick {
+            sym: 0,
+            seq,
+            ts_us: 1_763_800_000_000_000,
+            px: 10_000,
+            qty: 5,
+            bid: 9_999,
+            ask: 10_001,
+        });
+    }
+    publisher.finish_batch();
+    let o = outbox(&metrics);
+    let mut batch = VecDeque::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    bencher.counter(ItemsCount::new(1024usize)).bench_local(|| {
+        hub.subscribe(&o, &[(0, Start::After(1024))], |r| {
+            assert_eq!(r, [Some(true)]);
+            Bytes::new()
+        });
+        hub.unsubscribe(&o, &[0]);
+        let _ = o.poll_next(&mut cx, &mut batch);
+        assert_eq!(batch.len(), 1025);
+        batch.clear();
+    });
 }
