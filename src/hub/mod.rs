@@ -54,6 +54,9 @@ pub enum Start {
     /// After this seq (of the hub's epoch): the ticks missed since, if the
     /// history still has every one, else a snapshot.
     After(u64),
+    /// Asked to resume, but from a seq of another epoch: a snapshot, and
+    /// not recovered.
+    OtherEpoch,
 }
 
 /// A fresh epoch: 16 hex digits from the OS's randomness, so two runs (or
@@ -112,7 +115,7 @@ impl Hub {
     /// Adds `outbox` to the topics of `starts` (symbols it does not follow
     /// yet, each once), and queues, in this order and with no tick in
     /// between: the ack that `ack` builds from what was recovered (one entry
-    /// per start, `None` for snapshot starts), then per symbol its replay or
+    /// per start, `None` for plain snapshot starts), then per symbol its replay or
     /// its snapshot. Live ticks follow.
     ///
     /// Every topic involved is locked (in id order, so concurrent subscribes
@@ -168,6 +171,10 @@ impl Hub {
                     };
                     recovered.push(Some(fits));
                     snapshots.push(if fits { None } else { snapshot() });
+                }
+                Start::OtherEpoch => {
+                    recovered.push(Some(false));
+                    snapshots.push(snapshot());
                 }
             }
         }

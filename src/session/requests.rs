@@ -224,7 +224,8 @@ impl Session {
                 .iter()
                 .map(|&sym| match from_of(sym) {
                     Some(&seq) if same_epoch => (sym, Start::After(seq)),
-                    _ => (sym, Start::Snapshot),
+                    Some(_) => (sym, Start::OtherEpoch),
+                    None => (sym, Start::Snapshot),
                 })
                 .collect();
             let symbols = self.names(&resolved.known);

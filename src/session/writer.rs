@@ -124,10 +124,10 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         // A slow consumer may be stalled for a while yet: its queue is gone,
         // only the close frame is owed, so it gets a long grace to read it
         // (and learn why it was dropped), up to a bound on how many wait.
-        let slow = closing.reason == DisconnectReason::SlowConsumer
-            && metrics.closing_slow.fetch_add(1, Ordering::Relaxed)
-                < settings.slow_close.max as i64;
-        let grace = if slow {
+        let slot = (closing.reason == DisconnectReason::SlowConsumer)
+            .then(|| SlowClosing::enter(&metrics, settings.slow_close.max))
+            .flatten();
+        let grace = if slot.is_some() {
             settings.slow_close.grace
         } else {
             CLOSE_GRACE
@@ -139,9 +139,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             wr.shutdown().await
         })
         .await;
-        if closing.reason == DisconnectReason::SlowConsumer {
-            metrics.closing_slow.fetch_sub(1, Ordering::Relaxed);
-        }
+        drop(slot);
     }
     closing.reason
 }
@@ -209,4 +207,46 @@ fn poll_write_batch<W: AsyncWrite + Unpin>(
         }
     }
     Poll::Ready(Ok(()))
+}
+
+/// One of the bounded number of slow consumers given the long close grace
+/// (counted in `tickwire_closing_slow_consumers`); leaves on drop.
+struct SlowClosing<'a>(&'a Metrics);
+
+impl<'a> SlowClosing<'a> {
+    fn enter(metrics: &'a Metrics, max: usize) -> Option<SlowClosing<'a>> {
+        let before = metrics.closing_slow.fetch_add(1, Ordering::Relaxed);
+        if before >= max as i64 {
+            metrics.closing_slow.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(SlowClosing(metrics))
+    }
+}
+
+impl Drop for SlowClosing<'_> {
+    fn drop(&mut self) {
+        self.0.closing_slow.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_closing_slots_are_bounded_and_given_back() {
+        let m = Metrics::default();
+        let a = SlowClosing::enter(&m, 2).expect("first");
+        let b = SlowClosing::enter(&m, 2).expect("second");
+        assert!(
+            SlowClosing::enter(&m, 2).is_none(),
+            "third is over the bound"
+        );
+        assert_eq!(m.closing_slow.load(Ordering::Relaxed), 2);
+        drop(a);
+        let c = SlowClosing::enter(&m, 2).expect("a slot was given back");
+        drop((b, c));
+        assert_eq!(m.closing_slow.load(Ordering::Relaxed), 0);
+    }
 }
