@@ -7,7 +7,8 @@
 //!   hub (ticks) ─► outbox ─► writer task ─► socket
 //! ```
 //!
-//! - [`reader`]: owns the read half; frames, fragments, protocol closes.
+//! - [`reader`]: owns the read half; frames, fragments, protocol closes
+//!   (frames are parsed by [`frames`], strict RFC 6455).
 //! - [`requests`]: what each control message does, and the rate limits.
 //! - [`writer`]: owns the write half; batched writes, heartbeats, pings,
 //!   the idle timeout, the close.
@@ -19,21 +20,19 @@
 //! front of the stream's.
 
 mod clocks;
+mod frames;
 mod reader;
 mod requests;
 mod writer;
 
 use std::collections::HashSet;
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::Role;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
 
 pub use clocks::Clocks;
 
@@ -150,12 +149,7 @@ pub async fn run<S: Stream>(
     } else {
         Bytes::copy_from_slice(&parts.read_buf)
     };
-    let read = AsyncReadExt::chain(Cursor::new(leftover), read_half);
-    let (mut reader, _) =
-        fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
     let settings = state.session;
-    // fastwebsockets refuses frames of `>= max` bytes; we allow `max`.
-    reader.set_max_message_size(settings.limits.max_message + 1);
 
     let metrics = state.hub.metrics().clone();
     let outbox = Arc::new(Outbox::new(settings.queue, params.policy, metrics.clone()));
@@ -181,7 +175,7 @@ pub async fn run<S: Stream>(
         // Unknown names in the URL are ignored; the ack lists what was taken.
         let _ = session.subscribe(None, &params.symbols, None, None);
     }
-    let mut reader_task = tokio::spawn(reader::read_loop(reader, session.clone()));
+    let mut reader_task = tokio::spawn(reader::read_loop(read_half, leftover, session.clone()));
     let reason = write_loop(write_half, &outbox, &settings, &session.liveness).await;
     // A failed write ends the connection without a close decision: the
     // client went away. (A no-op when a close was decided; that one counted.)
