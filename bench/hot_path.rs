@@ -9,7 +9,7 @@ use bytes::Bytes;
 use divan::counter::ItemsCount;
 use divan::Bencher;
 use tickwire::feed::{Generator, Tick, Universe};
-use tickwire::hub::{Hub, Publisher, Start};
+use tickwire::hub::{Hub, Publisher, Sessions, Start};
 use tickwire::metrics::Metrics;
 use tickwire::outbox::{Limits, Outbox, Policy};
 use tickwire::tick::{TickFrame, TickKind};
@@ -112,7 +112,14 @@ fn publish_to_subscribers<const HISTORY: usize>(bencher: Bencher, subscribers: u
     let metrics = Arc::new(Metrics::default());
     let u = Arc::new(Universe::synthetic(1, 1.0));
     let hub = Arc::new(Hub::new(u, metrics.clone(), "bench".into(), HISTORY));
-    let outboxes: Vec<Arc<Outbox>> = (0..subscribers).map(|_| outbox(&metrics)).collect();
+    let sessions = Sessions::default();
+    let outboxes: Vec<Arc<Outbox>> = (0..subscribers)
+        .map(|_| {
+            let o = outbox(&metrics);
+            sessions.register(o.clone());
+            o
+        })
+        .collect();
     for o in &outboxes {
         hub.subscribe(o, &[(0, Start::Snapshot)], |_| Bytes::new());
     }

@@ -1,9 +1,11 @@
 //! A connection's bounded outbound queue, and what happens when it is full.
 //!
-//! The feed task pushes shared tick frames in ([`Outbox::push_tick`]); the
-//! connection's writer task takes everything queued in one go
-//! ([`Outbox::next`]) and writes it with one vectored syscall. The lock is per
-//! connection and held for a push or a swap, never across I/O.
+//! The publisher pushes its share of each batch of ticks in with one lock
+//! ([`Outbox::push_batch`]): consecutive frames of the batch become one run,
+//! a single shared slice. The connection's writer task takes everything
+//! queued in one go ([`Outbox::next`]) and writes it with one vectored
+//! syscall. The lock is per connection and held for a push or a swap, never
+//! across I/O.
 //!
 //! Limits: at most `max_msgs` frames and `max_bytes` bytes of ticks wait in the
 //! queue. At the limit the connection's [`Policy`] decides:
@@ -15,15 +17,24 @@
 //! - `Disconnect`: the queue is dropped and the connection closes with 1008
 //!   "slow consumer".
 //!
+//! A queued run references its batch's chunk, which stays allocated until the
+//! run is written. So that a lagging connection cannot pin many chunks, runs
+//! pushed while the queue already holds [`SHARE_DEPTH`] items are copied
+//! instead: a connection pins at most that many chunks (of at most
+//! [`CHUNK_BYTES`](crate::tick::CHUNK_BYTES) each) beyond its own queue
+//! bytes, plus what its writer is busy writing.
+//!
 //! Frames owed to the client (replies, snapshots, pongs) are never dropped or
 //! conflated; a client that lets more than twice `max_bytes` pile up without
 //! reading is a slow consumer under either policy.
 //!
 //! The queue and the close state share one lock on purpose: "closing" and
 //! "nothing more is queued" must change together, or a tick could slip in
-//! behind a close frame.
+//! behind a close frame. The same lock orders an unsubscribe against a
+//! batch staged before it ([`Outbox::unsubscribed`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -33,7 +44,7 @@ use crate::close::DisconnectReason;
 use crate::feed::SymbolId;
 use crate::metrics::Metrics;
 use crate::sync::{Mutex, MutexGuard};
-use crate::tick::TickFrame;
+use crate::tick::EncodedBatch;
 use crate::wire::close_frame;
 
 /// What the server does when a client cannot keep up with its stream.
@@ -47,11 +58,15 @@ pub enum Policy {
     Disconnect,
 }
 
-/// What a queued frame is, for accounting once it is written.
+/// Queue items at which new runs are copied rather than shared (see the
+/// module doc).
+pub const SHARE_DEPTH: usize = 4;
+
+/// What a queued item is, for accounting once it is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
-    /// A live tick; `ts_ns` is its generation time.
-    Tick { ts_ns: u64 },
+    /// `count` live ticks back to back, generated at `ts_ns`.
+    Ticks { count: u32, ts_ns: u64 },
     /// A tick replayed from history on resume (counted as a tick, but it is
     /// old: no latency sample).
     Replay,
@@ -61,7 +76,7 @@ pub enum FrameKind {
     Control,
 }
 
-/// Frame bytes waiting to be written, shared with other connections.
+/// Frame bytes waiting to be written, often shared with other connections.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub bytes: Bytes,
@@ -107,13 +122,22 @@ pub enum Next {
     Close(Closing),
 }
 
+/// A tick that did not fit, kept (copied) until the writer drains.
+#[derive(Debug, Clone)]
+struct Overflowed {
+    bytes: Bytes,
+    ts_ns: u64,
+}
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<Outgoing>,
+    /// Frames in `queue` (a run is several).
+    queued_msgs: usize,
     /// Bytes of everything in `queue`.
     queued_bytes: usize,
     /// Newest tick of each symbol that did not fit (conflate policy only).
-    overflow: HashMap<SymbolId, TickFrame>,
+    overflow: HashMap<SymbolId, Overflowed>,
     /// Symbols of `overflow` in the order they first overflowed.
     overflow_order: Vec<SymbolId>,
     /// Writer waiting for frames.
@@ -123,6 +147,14 @@ struct State {
     closing: Option<Closing>,
 }
 
+/// The writer's two wakers (waiting for frames; busy, waiting for a close).
+pub type Wakers = (Option<Waker>, Option<Waker>);
+
+/// A batch staged for this outbox was overtaken by an unsubscribe: nothing
+/// was queued; deliver tick by tick under the topic locks instead.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fenced;
+
 /// One connection's bounded queue of frames owed to the client, and its
 /// close state, under one lock.
 pub struct Outbox {
@@ -130,6 +162,12 @@ pub struct Outbox {
     limits: Limits,
     policy: Policy,
     metrics: Arc<Metrics>,
+    /// This connection's slot in the session registry: the publisher's
+    /// index for staging its share of a batch.
+    slot: AtomicU32,
+    /// Bumped (under the lock) by every unsubscribe; see
+    /// [`Outbox::push_batch`].
+    unsubscribes: AtomicU64,
 }
 
 impl Outbox {
@@ -139,6 +177,8 @@ impl Outbox {
             limits,
             policy,
             metrics,
+            slot: AtomicU32::new(u32::MAX),
+            unsubscribes: AtomicU64::new(0),
         }
     }
 
@@ -146,44 +186,100 @@ impl Outbox {
         self.state.lock()
     }
 
-    /// Queues a tick for this connection (the fan-out path). Returns the
-    /// writer's waker instead of waking it, so that the feed can wake every
-    /// writer once its whole batch is queued, rather than have writers start
-    /// while it is still fanning out.
-    #[must_use = "wake the returned writer once the batch is queued"]
-    pub fn push_tick(&self, tick: &TickFrame) -> Option<Waker> {
+    /// The registry slot (set once, when the session registers).
+    pub fn slot(&self) -> u32 {
+        self.slot.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_slot(&self, slot: u32) {
+        self.slot.store(slot, Ordering::Relaxed);
+    }
+
+    /// How many unsubscribes this connection has made; a publisher notes it
+    /// when it first stages a batch for the connection.
+    pub fn unsubscribes(&self) -> u64 {
+        self.unsubscribes.load(Ordering::Acquire)
+    }
+
+    /// Queues the frames `idxs` of `batch` (in order) for this connection:
+    /// the fan-out path, one lock per connection per batch. Returns the
+    /// writer's wakers instead of waking them, so that the publisher wakes
+    /// every writer once the whole batch is queued.
+    ///
+    /// `staged_at`: the [`Outbox::unsubscribes`] count read when the batch
+    /// was staged (under the topic locks). If an unsubscribe happened since,
+    /// one of these ticks may belong to a symbol whose unsubscribe ack is
+    /// already queued, and delivering it would put a tick after the ack: the
+    /// batch is refused ([`Fenced`]) and the publisher delivers tick by tick
+    /// under the topic locks. `None`: the caller holds the topic lock.
+    pub fn push_batch(
+        &self,
+        batch: &EncodedBatch,
+        idxs: &[u32],
+        staged_at: Option<u64>,
+    ) -> Result<Wakers, Fenced> {
         let mut s = self.lock();
-        if s.closing.is_some() {
-            return None;
+        if staged_at.is_some_and(|n| n != self.unsubscribes.load(Ordering::Relaxed)) {
+            return Err(Fenced);
         }
-        let full = s.queue.len() >= self.limits.max_msgs
-            || s.queued_bytes + tick.bytes.len() > self.limits.max_bytes;
-        // Once a symbol has overflowed, its newer ticks must follow it there,
-        // or they would overtake it.
-        if full || (!s.overflow.is_empty() && s.overflow.contains_key(&tick.sym)) {
-            match self.policy {
-                Policy::Conflate => {
-                    if s.overflow.insert(tick.sym, tick.clone()).is_some() {
-                        self.metrics.add_conflated(1);
-                    } else {
-                        s.overflow_order.push(tick.sym);
-                    }
-                    return None;
+        if s.closing.is_some() {
+            return Ok((None, None));
+        }
+        let mut run: Option<Run> = None;
+        for &i in idxs {
+            let f = batch.frame(i);
+            let len = f.len();
+            let full = s.queued_msgs >= self.limits.max_msgs
+                || s.queued_bytes + len > self.limits.max_bytes;
+            // Once a symbol has overflowed, its newer ticks must follow it
+            // there, or they would overtake it.
+            if full || (!s.overflow.is_empty() && s.overflow.contains_key(&f.sym)) {
+                if let Some(r) = run.take() {
+                    r.queue(&mut s, batch);
                 }
-                Policy::Disconnect => {
-                    let wakers = self.close_locked(&mut s, DisconnectReason::SlowConsumer);
-                    drop(s);
-                    wake(wakers);
-                    return None;
+                match self.policy {
+                    Policy::Conflate => {
+                        let kept = Overflowed {
+                            bytes: Bytes::copy_from_slice(batch.bytes(i)),
+                            ts_ns: f.ts_ns,
+                        };
+                        if s.overflow.insert(f.sym, kept).is_some() {
+                            self.metrics.add_conflated(1);
+                        } else {
+                            s.overflow_order.push(f.sym);
+                        }
+                        continue;
+                    }
+                    Policy::Disconnect => {
+                        return Ok(self.close_locked(&mut s, DisconnectReason::SlowConsumer));
+                    }
+                }
+            }
+            s.queued_msgs += 1;
+            s.queued_bytes += len;
+            match &mut run {
+                Some(r) if r.chunk == f.chunk && r.end == f.start && r.ts_ns == f.ts_ns => {
+                    r.end = f.end;
+                    r.count += 1;
+                }
+                _ => {
+                    if let Some(r) = run.take() {
+                        r.queue(&mut s, batch);
+                    }
+                    run = Some(Run {
+                        chunk: f.chunk,
+                        start: f.start,
+                        end: f.end,
+                        count: 1,
+                        ts_ns: f.ts_ns,
+                    });
                 }
             }
         }
-        s.queued_bytes += tick.bytes.len();
-        s.queue.push_back(Outgoing {
-            bytes: tick.bytes.clone(),
-            kind: FrameKind::Tick { ts_ns: tick.ts_ns },
-        });
-        s.waker.take()
+        if let Some(r) = run {
+            r.queue(&mut s, batch);
+        }
+        Ok((s.waker.take(), None))
     }
 
     /// Queues a frame owed to the client (a reply, snapshot or pong). These
@@ -203,6 +299,7 @@ impl Outbox {
         if s.queued_bytes > 2 * self.limits.max_bytes {
             return self.close_locked(s, DisconnectReason::SlowConsumer);
         }
+        s.queued_msgs += 1;
         s.queued_bytes += bytes.len();
         s.queue.push_back(Outgoing { bytes, kind });
         (s.waker.take(), None)
@@ -220,10 +317,13 @@ impl Outbox {
         }
     }
 
-    /// Drops undelivered overflow of `syms`, so that no tick of an
-    /// unsubscribed symbol follows the unsubscribe ack.
-    pub fn forget_overflow(&self, syms: &[SymbolId]) {
+    /// The fence of an unsubscribe, called once the connection has left the
+    /// topics of `syms`: drops their undelivered overflow, and counts the
+    /// unsubscribe so that a batch staged before it is not delivered after
+    /// its ack (see [`Outbox::push_batch`]). Queue the ack after this.
+    pub fn unsubscribed(&self, syms: &[SymbolId]) {
         let mut s = self.lock();
+        self.unsubscribes.fetch_add(1, Ordering::Release);
         if s.overflow.is_empty() {
             return;
         }
@@ -260,17 +360,14 @@ impl Outbox {
             reason,
         });
         s.queue.clear();
+        s.queued_msgs = 0;
         s.queued_bytes = 0;
         let wakers = (s.waker.take(), s.close_waker.take());
         drop(s);
         wake(wakers);
     }
 
-    fn close_locked(
-        &self,
-        s: &mut State,
-        reason: DisconnectReason,
-    ) -> (Option<Waker>, Option<Waker>) {
+    fn close_locked(&self, s: &mut State, reason: DisconnectReason) -> Wakers {
         if s.closing.is_some() {
             return (None, None);
         }
@@ -286,6 +383,7 @@ impl Outbox {
             reason,
         });
         s.queue = VecDeque::new();
+        s.queued_msgs = 0;
         s.queued_bytes = 0;
         s.overflow = HashMap::new();
         s.overflow_order = Vec::new();
@@ -311,6 +409,7 @@ impl Outbox {
         // Swap rather than copy: the writer's empty deque keeps its capacity
         // for the next round.
         std::mem::swap(&mut s.queue, batch);
+        s.queued_msgs = 0;
         s.queued_bytes = 0;
         if !s.overflow_order.is_empty() {
             let State {
@@ -322,7 +421,10 @@ impl Outbox {
                 if let Some(t) = overflow.remove(&sym) {
                     batch.push_back(Outgoing {
                         bytes: t.bytes,
-                        kind: FrameKind::Tick { ts_ns: t.ts_ns },
+                        kind: FrameKind::Ticks {
+                            count: 1,
+                            ts_ns: t.ts_ns,
+                        },
                     });
                 }
             }
@@ -362,12 +464,37 @@ impl Outbox {
     /// Frames and bytes waiting (for tests and diagnostics).
     pub fn backlog(&self) -> (usize, usize) {
         let s = self.lock();
-        (s.queue.len() + s.overflow.len(), s.queued_bytes)
+        (s.queued_msgs + s.overflow.len(), s.queued_bytes)
     }
 }
 
-/// The writer's two wakers (waiting for frames; busy, waiting for a close).
-type Wakers = (Option<Waker>, Option<Waker>);
+/// Consecutive frames of one chunk of a batch, queued as one item.
+struct Run {
+    chunk: u32,
+    start: u32,
+    end: u32,
+    count: u32,
+    ts_ns: u64,
+}
+
+impl Run {
+    fn queue(self, s: &mut State, batch: &EncodedBatch) {
+        let shared = batch.slice(self.chunk, self.start, self.end);
+        let bytes = if s.queue.len() >= SHARE_DEPTH {
+            // A lagging connection: do not pin another chunk.
+            Bytes::copy_from_slice(&shared)
+        } else {
+            shared
+        };
+        s.queue.push_back(Outgoing {
+            bytes,
+            kind: FrameKind::Ticks {
+                count: self.count,
+                ts_ns: self.ts_ns,
+            },
+        });
+    }
+}
 
 /// The outbox locked for a subscribe ([`Outbox::subscribing`]).
 pub struct Subscribing<'a> {
@@ -386,7 +513,7 @@ impl Subscribing<'_> {
         let limits = self.outbox.limits;
         let s = self.state();
         (
-            limits.max_msgs.saturating_sub(s.queue.len()),
+            limits.max_msgs.saturating_sub(s.queued_msgs),
             limits.max_bytes.saturating_sub(s.queued_bytes),
         )
     }
@@ -406,6 +533,7 @@ impl Subscribing<'_> {
             return;
         }
         for f in frames {
+            s.queued_msgs += 1;
             s.queued_bytes += f.len();
             s.queue.push_back(Outgoing {
                 bytes: f.clone(),
@@ -431,7 +559,8 @@ fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     }
 }
 
-fn wake((a, b): Wakers) {
+/// Wakes the writer's wakers.
+pub fn wake((a, b): Wakers) {
     if let Some(w) = a {
         w.wake();
     }
@@ -443,76 +572,108 @@ fn wake((a, b): Wakers) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::text_frame;
+    use crate::feed::{Tick, Universe};
+    use tickwire_protocol::tick::{scan, Scanned};
 
-    fn tick(sym: SymbolId, seq: u8) -> TickFrame {
-        TickFrame {
-            sym,
-            ts_ns: 1,
-            bytes: text_frame(&[seq; 10]),
+    /// A batch of ticks (symbol, seq) of a synthetic universe.
+    fn batch(ticks: &[(SymbolId, u64)]) -> (EncodedBatch, Vec<u32>) {
+        let u = Universe::synthetic(4, 1.0);
+        let mut b = EncodedBatch::default();
+        for &(sym, seq) in ticks {
+            let t = Tick {
+                sym,
+                seq,
+                ts_us: 1,
+                px: 100,
+                qty: 1,
+                bid: 99,
+                ask: 101,
+            };
+            b.encode(&t, u.get(sym));
         }
+        b.seal();
+        (b, (0..ticks.len() as u32).collect())
     }
 
-    fn outbox(policy: Policy) -> Outbox {
+    fn outbox(policy: Policy, max_msgs: usize, max_bytes: usize) -> Outbox {
         Outbox::new(
             Limits {
-                max_msgs: 4,
-                max_bytes: 1 << 20,
+                max_msgs,
+                max_bytes,
             },
             policy,
             Arc::new(Metrics::default()),
         )
     }
 
-    fn drain(o: &Outbox) -> Vec<u8> {
+    fn push(o: &Outbox, ticks: &[(SymbolId, u64)]) {
+        let (b, idxs) = batch(ticks);
+        let _ = o.push_batch(&b, &idxs, None).unwrap();
+    }
+
+    /// The seqs the writer would get, and how many queue items carried them.
+    fn drain(o: &Outbox) -> (Vec<u64>, usize) {
         let mut batch = VecDeque::new();
         let mut cx = Context::from_waker(Waker::noop());
         match o.poll_next(&mut cx, &mut batch) {
-            Poll::Ready(Next::Frames) => batch.iter().map(|f| f.bytes[2]).collect(),
-            Poll::Ready(Next::Close(c)) => vec![0, c.frame[3]],
-            Poll::Pending => vec![],
+            Poll::Ready(Next::Frames) => {
+                let mut seqs = Vec::new();
+                for item in &batch {
+                    let mut rest = &item.bytes[..];
+                    while !rest.is_empty() {
+                        let len = rest[1] as usize;
+                        if let Scanned::Tick { seq, .. } = scan(&rest[2..2 + len]) {
+                            seqs.push(seq);
+                        }
+                        rest = &rest[2 + len..];
+                    }
+                }
+                (seqs, batch.len())
+            }
+            Poll::Ready(Next::Close(c)) => (vec![u64::from(c.frame[3])], 0),
+            Poll::Pending => (vec![], 0),
         }
+    }
+
+    #[test]
+    fn a_batch_is_one_run_per_stretch_of_consecutive_frames() {
+        let o = outbox(Policy::Conflate, 100, 1 << 20);
+        let (b, _) = batch(&[(0, 1), (1, 1), (2, 1), (0, 2), (1, 2)]);
+        // Frames 0, 1, 2 and 4 of the batch: two runs.
+        let _ = o.push_batch(&b, &[0, 1, 2, 4], None).unwrap();
+        assert_eq!(o.backlog().0, 4);
+        assert_eq!(drain(&o), (vec![1, 1, 1, 2], 2));
     }
 
     #[test]
     fn conflation_keeps_the_newest_tick_per_symbol_in_order() {
-        let o = outbox(Policy::Conflate);
-        for seq in 1..=4 {
-            let _ = o.push_tick(&tick(0, seq));
-        }
+        let o = outbox(Policy::Conflate, 4, 1 << 20);
+        push(&o, &[(0, 1), (0, 2), (0, 3), (0, 4)]);
         // Full: sym 0 seq 5..7 conflate into one slot, sym 1 gets its own.
-        let _ = o.push_tick(&tick(0, 5));
-        let _ = o.push_tick(&tick(1, 100));
-        let _ = o.push_tick(&tick(0, 7));
-        assert_eq!(drain(&o), vec![1, 2, 3, 4, 7, 100]);
+        push(&o, &[(0, 5), (1, 100), (0, 7)]);
+        assert_eq!(drain(&o).0, vec![1, 2, 3, 4, 7, 100]);
         assert_eq!(o.metrics.snapshot_totals().conflated, 1);
         // Room again: the stream goes on in the queue.
-        let _ = o.push_tick(&tick(0, 8));
-        assert_eq!(drain(&o), vec![8]);
+        push(&o, &[(0, 8)]);
+        assert_eq!(drain(&o).0, vec![8]);
     }
 
     #[test]
     fn an_overflowed_symbol_stays_in_overflow_until_drained() {
-        let o = outbox(Policy::Conflate);
-        for seq in 1..=4 {
-            let _ = o.push_tick(&tick(0, seq));
-        }
-        let _ = o.push_tick(&tick(0, 5));
-        o.forget_overflow(&[1]);
+        let o = outbox(Policy::Conflate, 4, 1 << 20);
+        push(&o, &[(0, 1), (0, 2), (0, 3), (0, 4), (0, 5)]);
+        o.unsubscribed(&[1]);
         assert_eq!(o.backlog().0, 5);
-        o.forget_overflow(&[0]);
-        assert_eq!(drain(&o), vec![1, 2, 3, 4]);
+        o.unsubscribed(&[0]);
+        assert_eq!(drain(&o).0, vec![1, 2, 3, 4]);
     }
 
     #[test]
     fn disconnect_policy_closes_with_1008() {
-        let o = outbox(Policy::Disconnect);
-        for seq in 1..=5 {
-            let _ = o.push_tick(&tick(0, seq));
-        }
+        let o = outbox(Policy::Disconnect, 4, 1 << 20);
+        push(&o, &[(0, 1), (0, 2), (0, 3), (0, 4), (0, 5)]);
         assert!(o.is_closing());
-        let close = drain(&o);
-        assert_eq!(close, vec![0, 0xF0]); // 1008 = 0x03F0
+        assert_eq!(drain(&o).0, vec![0xF0]); // 1008 = 0x03F0
         assert_eq!(o.backlog(), (0, 0));
         o.close(DisconnectReason::Shutdown);
         let totals = o.metrics.snapshot_totals();
@@ -522,18 +683,42 @@ mod tests {
 
     #[test]
     fn byte_bound_applies_too() {
-        let o = Outbox::new(
-            Limits {
-                max_msgs: 1000,
-                max_bytes: 30,
-            },
-            Policy::Conflate,
-            Arc::new(Metrics::default()),
-        );
-        for seq in 1..=3 {
-            let _ = o.push_tick(&tick(seq as u32, seq));
+        let (b, idxs) = batch(&[(0, 1), (1, 1), (2, 1)]);
+        let each = b.frame(0).len();
+        let o = outbox(Policy::Conflate, 1000, 2 * each + each / 2);
+        let _ = o.push_batch(&b, &idxs, None).unwrap();
+        // Two fit in the byte bound, the third overflows.
+        assert_eq!(o.backlog(), (3, 2 * each));
+    }
+
+    #[test]
+    fn a_batch_staged_before_an_unsubscribe_is_refused() {
+        let o = outbox(Policy::Conflate, 100, 1 << 20);
+        let (b, idxs) = batch(&[(0, 1)]);
+        let staged = o.unsubscribes();
+        o.unsubscribed(&[0]);
+        assert!(matches!(o.push_batch(&b, &idxs, Some(staged)), Err(Fenced)));
+        assert_eq!(o.backlog().0, 0);
+        assert!(o.push_batch(&b, &idxs, Some(o.unsubscribes())).is_ok());
+    }
+
+    #[test]
+    fn a_lagging_connection_copies_instead_of_pinning_chunks() {
+        let o = outbox(Policy::Conflate, 100, 1 << 20);
+        let (b, _) = batch(&[(0, 1), (1, 1)]);
+        let chunk = b.bytes(0).as_ptr_range().start..b.bytes(1).as_ptr_range().end;
+        for i in 0..SHARE_DEPTH + 2 {
+            let _ = o.push_batch(&b, &[(i % 2) as u32], None).unwrap();
         }
-        // 12-byte frames: two fit in 30 bytes, the third overflows.
-        assert_eq!(o.backlog(), (3, 24));
+        let mut items = VecDeque::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(o.poll_next(&mut cx, &mut items).is_ready());
+        let pinning: Vec<bool> = items
+            .iter()
+            .map(|it| chunk.contains(&it.bytes.as_ptr()))
+            .collect();
+        let mut expected = vec![true; SHARE_DEPTH];
+        expected.extend([false, false]);
+        assert_eq!(pinning, expected);
     }
 }

@@ -45,9 +45,10 @@ pub struct TickFrame {
 }
 
 /// Bytes allocated for one tick's frame: the header room, the fixed text, the
-/// symbol and up to 20 digits for each number (so one allocation fits any).
+/// symbol and up to 21 characters for each of the six numbers (so one
+/// allocation fits any).
 pub fn frame_capacity(ins: &Instrument) -> usize {
-    HEAD_ROOM + 48 + 4 * 20 + ins.symbol.len()
+    HEAD_ROOM + 48 + 6 * 21 + ins.symbol.len()
 }
 
 impl TickFrame {
@@ -60,6 +61,115 @@ impl TickFrame {
             ts_ns: tick.ts_us * 1000,
             bytes: finish_frame(buf, OPCODE_TEXT),
         }
+    }
+}
+
+/// Most bytes of one chunk of an [`EncodedBatch`]. Queued runs pin their
+/// chunk until written, so chunks stay small (see [`crate::outbox`]).
+pub const CHUNK_BYTES: usize = 16 * 1024;
+
+/// Where one frame of an [`EncodedBatch`] lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameAt {
+    pub sym: SymbolId,
+    pub chunk: u32,
+    pub start: u32,
+    pub end: u32,
+    /// Generation time in nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+}
+
+impl FrameAt {
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// The ticks of one publish batch, each encoded once into complete frame
+/// bytes, back to back in a few shared chunks: a connection subscribed to
+/// consecutive ticks of the batch gets one slice (one iovec, one reference
+/// count) for all of them.
+#[derive(Debug, Default)]
+pub struct EncodedBatch {
+    chunks: Vec<Bytes>,
+    building: Vec<u8>,
+    frames: Vec<FrameAt>,
+}
+
+impl EncodedBatch {
+    /// Forgets the previous batch (its chunks live on where still queued).
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.frames.clear();
+    }
+
+    /// Appends the frame of `tick`.
+    pub fn encode(&mut self, tick: &Tick, ins: &Instrument) {
+        if self.building.len() + frame_capacity(ins) > CHUNK_BYTES {
+            self.seal_chunk();
+        }
+        if self.building.capacity() == 0 {
+            self.building.reserve(CHUNK_BYTES);
+        }
+        let buf = &mut self.building;
+        let start = buf.len();
+        // Two header bytes fit every payload under 126 bytes, most ticks;
+        // longer ones are shifted to make room for the 16-bit length.
+        buf.extend_from_slice(&[0x80 | OPCODE_TEXT, 0]);
+        write_json(buf, tick, ins, TickKind::Tick);
+        let len = buf.len() - start - 2;
+        if len < 126 {
+            buf[start + 1] = len as u8;
+        } else {
+            buf.splice(start + 2..start + 2, (len as u16).to_be_bytes());
+            buf[start + 1] = 126;
+        }
+        self.frames.push(FrameAt {
+            sym: tick.sym,
+            chunk: self.chunks.len() as u32,
+            start: start as u32,
+            end: buf.len() as u32,
+            ts_ns: tick.ts_us * 1000,
+        });
+    }
+
+    fn seal_chunk(&mut self) {
+        if !self.building.is_empty() {
+            self.chunks
+                .push(Bytes::from(std::mem::take(&mut self.building)));
+        }
+    }
+
+    /// Ends the batch: every frame encoded is now addressable.
+    pub fn seal(&mut self) {
+        self.seal_chunk();
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    pub fn frame(&self, i: u32) -> FrameAt {
+        self.frames[i as usize]
+    }
+
+    /// The bytes of frame `i` (after [`EncodedBatch::seal`]).
+    pub fn bytes(&self, i: u32) -> &[u8] {
+        let f = self.frames[i as usize];
+        &self.chunks[f.chunk as usize][f.start as usize..f.end as usize]
+    }
+
+    /// A shared slice of `chunk` from `start` to `end`.
+    pub fn slice(&self, chunk: u32, start: u32, end: u32) -> Bytes {
+        self.chunks[chunk as usize].slice(start as usize..end as usize)
     }
 }
 
@@ -94,5 +204,52 @@ mod tests {
         );
         let back = TickMsg::parse(&f.bytes[2..]).unwrap();
         assert_eq!((back.seq, back.px), (1042, Decimal::new(18723, 2)));
+    }
+
+    #[test]
+    fn a_batch_holds_the_same_frames_back_to_back_in_chunks() {
+        let u = Universe::demo();
+        let mut batch = EncodedBatch::default();
+        let mut singles = Vec::new();
+        for seq in 1..=400u64 {
+            for (sym, ins) in u.iter().take(3) {
+                let t = Tick {
+                    sym,
+                    seq,
+                    ts_us: 1763800000123456,
+                    px: ins.start_price,
+                    qty: ins.lot,
+                    bid: ins.start_price,
+                    ask: ins.start_price + ins.tick,
+                };
+                batch.encode(&t, ins);
+                singles.push(TickFrame::encode(&t, ins, TickKind::Tick).bytes);
+            }
+        }
+        batch.seal();
+        assert!(batch.chunks.len() > 1, "1,200 frames take several chunks");
+        for (i, single) in singles.iter().enumerate() {
+            assert_eq!(batch.bytes(i as u32), &single[..], "frame {i}");
+        }
+        // A frame over 125 bytes gets the 16-bit length.
+        let mut long = Universe::synthetic(1, 1.0).get(0).clone();
+        long.symbol = "X".repeat(32);
+        let t = Tick {
+            sym: 0,
+            seq: u64::MAX,
+            ts_us: u64::MAX / 1000,
+            px: i64::MAX,
+            qty: i64::MAX,
+            bid: i64::MIN,
+            ask: i64::MAX,
+        };
+        batch.clear();
+        batch.encode(&t, &long);
+        batch.seal();
+        assert_eq!(
+            batch.bytes(0),
+            &TickFrame::encode(&t, &long, TickKind::Tick).bytes[..]
+        );
+        assert_eq!(batch.bytes(0)[1], 126);
     }
 }

@@ -93,6 +93,60 @@ async fn unsubscribe_stops_the_stream_at_the_ack() {
     server.stop().await;
 }
 
+/// The fan-out stages each batch before queueing it; an unsubscribe that
+/// lands in between must still stop the stream at its ack. Many rounds of
+/// subscribe/unsubscribe against a busy feed, with other sessions coming and
+/// going (their registry slots are reused), find any tick that slips past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tick_follows_an_unsubscribe_ack_however_they_interleave() {
+    let server = start(&[
+        "--synthetic",
+        "8",
+        "--rate",
+        "2000",
+        "--control-rate",
+        "1000",
+    ])
+    .await;
+    let churn = {
+        let addr = server.addr;
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                let mut c = Client::connect(addr, "/ws?symbols=*", None).await;
+                c.json_of("tick").await;
+            }
+        })
+    };
+    let mut c = server.client("/ws?symbols=S1").await;
+    c.json_of("subscribed").await;
+    for round in 0..150 {
+        c.send(r#"{"op":"subscribe","symbols":["S0"]}"#).await;
+        // Up to the ack, then a few S0 ticks.
+        let mut s0 = 0;
+        while s0 < 2 {
+            if c.json().await["sym"] == "S0" {
+                s0 += 1;
+            }
+        }
+        c.send(r#"{"op":"unsubscribe","symbols":["S0"]}"#).await;
+        loop {
+            if c.json().await["type"] == "unsubscribed" {
+                break;
+            }
+        }
+        // S1 keeps streaming; not one S0 tick until the next subscribe.
+        for _ in 0..20 {
+            let t = c.json().await;
+            assert_ne!(
+                t["sym"], "S0",
+                "round {round}: a tick after the unsubscribe ack: {t}"
+            );
+        }
+    }
+    within(churn).await.unwrap();
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn star_subscribes_every_symbol() {
     let server = start(FAST).await;

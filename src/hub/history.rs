@@ -11,18 +11,23 @@
 //! false`). A hole in the seqs (a source that lost ticks) empties the ring,
 //! so nothing before the hole can be recovered across it.
 //!
-//! Memory: at most `depth` entries per symbol; each entry is a reference to
-//! the tick's frame (one allocation of the encoded bytes, ~100-200 bytes,
-//! plus 32 bytes of handle). The bound for a universe is
-//! [`History::bytes_bound`] per symbol, logged at start-up.
+//! Memory: at most `depth` entries per symbol. The frames are copied (once
+//! per tick, never per subscriber) out of the publish batch into this
+//! topic's own arena of [`ARENA_BYTES`] blocks, so the history never pins a
+//! batch's chunks; an entry costs its frame's bytes plus a 32-byte handle,
+//! and a block is freed once its last entry is evicted. The bound for a
+//! universe is [`History::bytes_bound`] per symbol, logged at start-up.
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+
+/// Size of one block of a topic's arena.
+pub const ARENA_BYTES: usize = 4096;
 
 /// Bytes of bookkeeping per entry on top of the frame itself: the `Bytes`
-/// handle in the ring and the allocator's header of the frame's buffer.
-pub const ENTRY_OVERHEAD: usize = 32 + 16;
+/// handle in the ring.
+pub const ENTRY_OVERHEAD: usize = 32;
 
 /// The last `depth` ticks of a symbol.
 #[derive(Debug, Default)]
@@ -31,6 +36,8 @@ pub struct History {
     /// Seq of `frames[0]`.
     first_seq: u64,
     depth: usize,
+    /// Where the next frame is copied to.
+    arena: BytesMut,
 }
 
 /// What a resume from a seq gets.
@@ -74,14 +81,20 @@ impl History {
             frames: VecDeque::with_capacity(depth.min(64)),
             first_seq: 0,
             depth,
+            arena: BytesMut::new(),
         }
     }
 
     /// Records the frame of the tick with `seq`, the topic's new latest.
-    pub fn push(&mut self, seq: u64, frame: &Bytes) {
+    pub fn push(&mut self, seq: u64, frame: &[u8]) {
         if self.depth == 0 {
             return;
         }
+        if self.arena.capacity() - self.arena.len() < frame.len() {
+            self.arena = BytesMut::with_capacity(ARENA_BYTES.max(frame.len()));
+        }
+        self.arena.extend_from_slice(frame);
+        let frame = self.arena.split().freeze();
         let expected = self.first_seq + self.frames.len() as u64;
         if self.frames.is_empty() || seq != expected {
             // First tick, or a hole: nothing older can be recovered across it.
@@ -91,7 +104,7 @@ impl History {
             self.frames.pop_front();
             self.first_seq += 1;
         }
-        self.frames.push_back(frame.clone());
+        self.frames.push_back(frame);
     }
 
     /// Oldest seq held (0: none).
@@ -138,9 +151,13 @@ impl History {
         )
     }
 
-    /// Bytes one symbol's full ring takes, for frames of `frame_len` bytes.
+    /// Bytes one symbol's full ring takes, for frames of `frame_len` bytes
+    /// (and the arena block being filled).
     pub fn bytes_bound(depth: usize, frame_len: usize) -> usize {
-        depth * (frame_len + ENTRY_OVERHEAD)
+        if depth == 0 {
+            return 0;
+        }
+        depth * (frame_len + ENTRY_OVERHEAD) + ARENA_BYTES
     }
 }
 
@@ -158,7 +175,7 @@ mod tests {
     fn ring(depth: usize, seqs: std::ops::RangeInclusive<u64>) -> History {
         let mut h = History::new(depth);
         for s in seqs {
-            h.push(s, &Bytes::from(vec![s as u8]));
+            h.push(s, &[s as u8]);
         }
         h
     }
@@ -174,8 +191,8 @@ mod tests {
         assert_eq!(h.after(11, 10), Replay::Lost, "a seq from the future");
         // The ring wraps: slices are stitched in order.
         let mut h = ring(3, 1..=3);
-        h.push(4, &Bytes::from(vec![4]));
-        h.push(5, &Bytes::from(vec![5]));
+        h.push(4, &[4]);
+        h.push(5, &[5]);
         assert_eq!(frames(&h.after(2, 5)), vec![3, 4, 5]);
         assert_eq!(frames(&h.after(3, 5)), vec![4, 5]);
     }
@@ -183,7 +200,7 @@ mod tests {
     #[test]
     fn a_hole_empties_the_ring_and_depth_zero_keeps_nothing() {
         let mut h = ring(8, 1..=5);
-        h.push(9, &Bytes::from(vec![9]));
+        h.push(9, &[9]);
         assert_eq!(h.first_seq(), 9);
         assert_eq!(h.after(5, 9), Replay::Lost);
         assert_eq!(frames(&h.after(8, 9)), vec![9]);

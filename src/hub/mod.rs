@@ -3,12 +3,17 @@
 //!
 //! One [`Topic`](topic) per instrument holds its subscribers' outboxes and its
 //! latest tick (for snapshots). A source of ticks is the only publisher: it
-//! hands each tick to a [`Publisher`], which encodes it once and pushes the
-//! same bytes into every subscriber's [`Outbox`]. Each topic has its own
-//! lock, taken once per tick by the publisher and briefly by (un)subscribes;
-//! holding it across "store latest + fan out" and "add subscriber + send
+//! hands each batch of ticks that were due together to a [`Publisher`],
+//! which encodes each tick once, back to back into a few shared chunks,
+//! stages every subscriber's share of the batch under each topic's lock, then
+//! queues each connection's share with one outbox lock (consecutive frames
+//! become one slice) and wakes each writer once. Each topic has its own lock,
+//! taken once per tick by the publisher and briefly by (un)subscribes;
+//! holding it across "store latest + stage" and "add subscriber + send
 //! snapshot" is what guarantees a new subscriber gets the snapshot and then
-//! every later tick, with no gap and no duplicate.
+//! every later tick, with no gap and no duplicate. An unsubscribe is fenced
+//! against batches staged before it (see [`Outbox::push_batch`]), so no tick
+//! follows its ack.
 //!
 //! Each topic also keeps its [`history`]: the frames of its latest ticks, so
 //! that a client that reconnects with the last seq it has (in this hub's
@@ -29,11 +34,11 @@ pub use sessions::Sessions;
 
 use crate::feed::{SymbolId, Tick, Universe};
 use crate::metrics::Metrics;
-use crate::outbox::{FrameKind, Outbox};
+use crate::outbox::{Fenced, FrameKind, Outbox, Wakers};
 use crate::sync::MutexGuard;
-use crate::tick::{TickFrame, TickKind};
+use crate::tick::{EncodedBatch, TickFrame, TickKind};
 use history::Replay;
-use topic::{Topic, TopicState};
+use topic::{Subscriber, Topic, TopicState};
 
 /// Every symbol's topic.
 pub struct Hub {
@@ -96,20 +101,6 @@ impl Hub {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// Encodes `tick` once and queues it for every subscriber of its symbol,
-    /// adding the writers to wake to `wake`. Returns how long the fan-out
-    /// took, in nanoseconds. Sources publish through a [`Publisher`].
-    fn publish(&self, tick: &Tick, wake: &mut Vec<Waker>) -> u64 {
-        let frame = TickFrame::encode(tick, self.universe.get(tick.sym), TickKind::Tick);
-        let started = Instant::now();
-        let mut topic = self.topics[tick.sym as usize].lock();
-        topic.latest = Some(*tick);
-        topic.history.push(tick.seq, &frame.bytes);
-        wake.extend(topic.subscribers.iter().filter_map(|o| o.push_tick(&frame)));
-        drop(topic);
-        started.elapsed().as_nanos() as u64
     }
 
     /// Adds `outbox` to the topics of `starts` (symbols it does not follow
@@ -203,7 +194,10 @@ impl Hub {
         drop(queue);
         drop(topics);
         for t in locked.iter_mut() {
-            t.as_mut().expect("locked").subscribers.push(outbox.clone());
+            t.as_mut().expect("locked").subscribers.push(Subscriber {
+                slot: outbox.slot(),
+                outbox: outbox.clone(),
+            });
         }
         drop(locked);
         self.metrics.count_resumes(&recovered, replayed);
@@ -221,13 +215,13 @@ impl Hub {
             if let Some(i) = topic
                 .subscribers
                 .iter()
-                .position(|o| Arc::ptr_eq(o, outbox))
+                .position(|s| Arc::ptr_eq(&s.outbox, outbox))
             {
                 topic.subscribers.swap_remove(i);
                 removed += 1;
             }
         }
-        outbox.forget_overflow(syms);
+        outbox.unsubscribed(syms);
         self.metrics
             .subscriptions
             .fetch_sub(removed, Ordering::Relaxed);
@@ -264,22 +258,41 @@ pub struct HistoryPage {
 /// How a source publishes: ticks one by one, then [`Publisher::finish_batch`]
 /// once per batch of ticks that were due together.
 ///
-/// Writers are woken once the whole batch is queued, not tick by tick: each
-/// then finds all of its share, and none competes with the fan-out for the
-/// cores. Owned by the source's task; it keeps its scratch space between
-/// batches.
+/// The batch is encoded once into shared chunks, each subscriber's share is
+/// staged under each topic's lock, and each connection then gets its whole
+/// share with one outbox lock and one wake-up, once everything is queued:
+/// writers start with all of their share, and none competes with the fan-out
+/// for the cores. Owned by the source's task; it keeps its scratch space
+/// between batches.
 pub struct Publisher {
     hub: Arc<Hub>,
+    ticks: Vec<Tick>,
+    batch: EncodedBatch,
+    /// Each connection's share of the batch, by registry slot.
+    stage: Vec<Stage>,
+    /// Slots with a share in this batch.
+    touched: Vec<u32>,
     writers: Vec<Waker>,
-    fanout_ns: Vec<u64>,
+}
+
+/// One connection's share of a batch.
+#[derive(Default)]
+struct Stage {
+    outbox: Option<Arc<Outbox>>,
+    /// Its unsubscribe count when first staged (the fence).
+    unsubscribes: u64,
+    frames: Vec<u32>,
 }
 
 impl Publisher {
     pub fn new(hub: Arc<Hub>) -> Publisher {
         Publisher {
             hub,
+            ticks: Vec::with_capacity(1024),
+            batch: EncodedBatch::default(),
+            stage: Vec::new(),
+            touched: Vec::new(),
             writers: Vec::new(),
-            fanout_ns: Vec::with_capacity(1024),
         }
     }
 
@@ -287,27 +300,192 @@ impl Publisher {
         &self.hub
     }
 
-    /// Queues `tick` for its subscribers (their writers wake at the end of
-    /// the batch).
+    /// Adds `tick` to the batch (its subscribers get it at the end of the
+    /// batch).
     pub fn publish(&mut self, tick: &Tick) {
-        let ns = self.hub.publish(tick, &mut self.writers);
-        self.fanout_ns.push(ns);
+        self.ticks.push(*tick);
     }
 
-    /// Wakes every writer the batch gave work to and records the batch.
+    /// Delivers the batch: encode once, stage per topic, queue per
+    /// connection, wake each writer once, record the batch.
     pub fn finish_batch(&mut self) {
+        if self.ticks.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        self.stage();
+        self.queue();
         for w in self.writers.drain(..) {
             w.wake();
         }
-        if self.fanout_ns.is_empty() {
-            return;
-        }
         let m = self.hub.metrics();
         m.ticks_generated
-            .fetch_add(self.fanout_ns.len() as u64, Ordering::Relaxed);
-        let mut shard = m.shard();
-        for ns in self.fanout_ns.drain(..) {
-            shard.fanout.saturating_record(ns.max(1));
+            .fetch_add(self.ticks.len() as u64, Ordering::Relaxed);
+        self.ticks.clear();
+        m.shard()
+            .fanout
+            .saturating_record((started.elapsed().as_nanos() as u64).max(1));
+    }
+
+    /// Encodes the batch and, under each topic's lock, records each tick
+    /// (latest, history) and notes which connections get it.
+    fn stage(&mut self) {
+        let hub = &*self.hub;
+        self.batch.clear();
+        for t in &self.ticks {
+            self.batch.encode(t, hub.universe.get(t.sym));
         }
+        self.batch.seal();
+        for (i, tick) in self.ticks.iter().enumerate() {
+            let i = i as u32;
+            let mut topic = hub.topics[tick.sym as usize].lock();
+            topic.latest = Some(*tick);
+            topic.history.push(tick.seq, self.batch.bytes(i));
+            for sub in &topic.subscribers {
+                if sub.slot == u32::MAX {
+                    // Not registered (only in tests and benchmarks): no slot
+                    // to stage by; deliver directly, under the topic lock.
+                    if let Ok(w) = sub.outbox.push_batch(&self.batch, &[i], None) {
+                        push_wakers(&mut self.writers, w);
+                    }
+                    continue;
+                }
+                let slot = sub.slot as usize;
+                if slot >= self.stage.len() {
+                    self.stage.resize_with(slot + 1, Stage::default);
+                }
+                let st = &mut self.stage[slot];
+                match &st.outbox {
+                    None => {
+                        st.unsubscribes = sub.outbox.unsubscribes();
+                        st.outbox = Some(sub.outbox.clone());
+                        self.touched.push(sub.slot);
+                    }
+                    Some(o) if Arc::ptr_eq(o, &sub.outbox) => {}
+                    Some(_) => {
+                        // The slot changed hands within this batch (a session
+                        // ended, another took its slot): deliver this one
+                        // directly, under the topic lock.
+                        if let Ok(w) = sub.outbox.push_batch(&self.batch, &[i], None) {
+                            push_wakers(&mut self.writers, w);
+                        }
+                        continue;
+                    }
+                }
+                st.frames.push(i);
+            }
+        }
+    }
+
+    /// Queues each staged connection's share with one outbox lock.
+    fn queue(&mut self) {
+        let hub = &*self.hub;
+        for slot in self.touched.drain(..) {
+            let st = &mut self.stage[slot as usize];
+            let outbox = st.outbox.take().expect("touched slots are staged");
+            match outbox.push_batch(&self.batch, &st.frames, Some(st.unsubscribes)) {
+                Ok(w) => push_wakers(&mut self.writers, w),
+                Err(Fenced) => {
+                    // An unsubscribe overtook the batch: deliver what is
+                    // still subscribed tick by tick, under each topic's
+                    // lock, where the unsubscribe cannot interleave.
+                    for &i in &st.frames {
+                        let sym = self.batch.frame(i).sym;
+                        let topic = hub.topics[sym as usize].lock();
+                        if topic
+                            .subscribers
+                            .iter()
+                            .any(|s| Arc::ptr_eq(&s.outbox, &outbox))
+                        {
+                            if let Ok(w) = outbox.push_batch(&self.batch, &[i], None) {
+                                push_wakers(&mut self.writers, w);
+                            }
+                        }
+                    }
+                }
+            }
+            st.frames.clear();
+        }
+    }
+}
+
+fn push_wakers(writers: &mut Vec<Waker>, (a, b): Wakers) {
+    writers.extend(a);
+    writers.extend(b);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::task::{Context, Poll};
+
+    use super::*;
+    use crate::outbox::{Limits, Next, Policy};
+
+    fn tick(sym: SymbolId, seq: u64) -> Tick {
+        Tick {
+            sym,
+            seq,
+            ts_us: 1,
+            px: 100,
+            qty: 1,
+            bid: 99,
+            ask: 101,
+        }
+    }
+
+    /// Frames the writer would get: (number of ticks, of them the replies).
+    fn drain(o: &Outbox) -> Vec<FrameKind> {
+        let mut batch = VecDeque::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        match o.poll_next(&mut cx, &mut batch) {
+            Poll::Ready(Next::Frames) => batch.iter().map(|f| f.kind).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_unsubscribe_between_staging_and_queueing_stops_the_stream_at_its_ack() {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(
+            Arc::new(Universe::synthetic(2, 1.0)),
+            metrics.clone(),
+            "e".into(),
+            0,
+        ));
+        let sessions = Sessions::default();
+        let o = Arc::new(Outbox::new(
+            Limits {
+                max_msgs: 100,
+                max_bytes: 1 << 20,
+            },
+            Policy::Conflate,
+            metrics,
+        ));
+        sessions.register(o.clone());
+        hub.subscribe(&o, &[(0, Start::Snapshot), (1, Start::Snapshot)], |_| {
+            Bytes::new()
+        });
+        let _ = drain(&o);
+        let mut p = Publisher::new(hub.clone());
+        p.publish(&tick(0, 1));
+        p.publish(&tick(1, 1));
+        p.stage();
+        // The session unsubscribes S0 and queues its ack before the batch
+        // is queued.
+        hub.unsubscribe(&o, &[0]);
+        o.push_reply(Bytes::from_static(b"ack"), FrameKind::Text);
+        p.queue();
+        // The ack, then S1's tick only: S0's staged tick was dropped.
+        assert_eq!(
+            drain(&o),
+            vec![
+                FrameKind::Text,
+                FrameKind::Ticks {
+                    count: 1,
+                    ts_ns: 1000
+                }
+            ]
+        );
     }
 }

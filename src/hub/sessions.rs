@@ -1,8 +1,8 @@
 //! The registry of open sessions, so that shutdown can close them all and
-//! the stats can sum their queues.
+//! the stats can sum their queues. Each session holds a slot, a small dense
+//! number reused after it ends: the publisher stages its share of a batch
+//! by slot.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::close::DisconnectReason;
@@ -12,14 +12,22 @@ use crate::sync::{Mutex, MutexGuard};
 /// Every open session's outbox.
 #[derive(Default)]
 pub struct Sessions {
-    next_id: AtomicU64,
     open: Mutex<SessionsState>,
 }
 
 #[derive(Default)]
 struct SessionsState {
-    by_id: HashMap<u64, Arc<Outbox>>,
+    /// By slot; `None` for free slots.
+    slots: Vec<Option<Arc<Outbox>>>,
+    free: Vec<u32>,
+    open: usize,
     closed: bool,
+}
+
+impl SessionsState {
+    fn outboxes(&self) -> Vec<Arc<Outbox>> {
+        self.slots.iter().flatten().cloned().collect()
+    }
 }
 
 impl Sessions {
@@ -27,23 +35,37 @@ impl Sessions {
         self.open.lock()
     }
 
-    /// Registers a new session; `None` once shutdown has begun.
-    pub fn register(&self, outbox: Arc<Outbox>) -> Option<u64> {
+    /// Registers a new session and gives its outbox a slot (returned);
+    /// `None` once shutdown has begun.
+    pub fn register(&self, outbox: Arc<Outbox>) -> Option<u32> {
         let mut s = self.lock();
         if s.closed {
             return None;
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        s.by_id.insert(id, outbox);
-        Some(id)
+        let slot = match s.free.pop() {
+            Some(slot) => slot,
+            None => {
+                s.slots.push(None);
+                (s.slots.len() - 1) as u32
+            }
+        };
+        outbox.set_slot(slot);
+        s.slots[slot as usize] = Some(outbox);
+        s.open += 1;
+        Some(slot)
     }
 
-    pub fn remove(&self, id: u64) {
-        self.lock().by_id.remove(&id);
+    /// Ends a session's registration; its slot can be reused.
+    pub fn remove(&self, slot: u32) {
+        let mut s = self.lock();
+        if s.slots[slot as usize].take().is_some() {
+            s.free.push(slot);
+            s.open -= 1;
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.lock().by_id.len()
+        self.lock().open
     }
 
     pub fn is_empty(&self) -> bool {
@@ -52,7 +74,7 @@ impl Sessions {
 
     /// Frames and bytes waiting in each open session's outbox.
     pub fn backlogs(&self) -> Vec<(usize, usize)> {
-        let outboxes: Vec<_> = self.lock().by_id.values().cloned().collect();
+        let outboxes = self.lock().outboxes();
         outboxes.iter().map(|o| o.backlog()).collect()
     }
 
@@ -68,7 +90,7 @@ impl Sessions {
         let outboxes: Vec<_> = {
             let mut s = self.lock();
             s.closed = true;
-            s.by_id.values().cloned().collect()
+            s.outboxes()
         };
         for o in outboxes {
             o.close(DisconnectReason::Shutdown);

@@ -10,8 +10,15 @@ use crate::sync::{Mutex, MutexGuard};
 /// What a topic's lock guards: changed by the publisher once per tick and by
 /// (un)subscribes, always together with the fan-out or snapshot that must
 /// not be separated from it.
+/// One follower of a topic: its outbox and its registry slot, side by side
+/// so that the fan-out reads the topic's own memory, not each outbox's.
+pub(super) struct Subscriber {
+    pub slot: u32,
+    pub outbox: Arc<Outbox>,
+}
+
 pub(super) struct TopicState {
-    pub subscribers: Vec<Arc<Outbox>>,
+    pub subscribers: Vec<Subscriber>,
     pub latest: Option<Tick>,
     /// The latest ticks' frames, for resume.
     pub history: History,

@@ -10,7 +10,8 @@
 //!
 //! Latency is measured in nanoseconds from a tick's generation time to the
 //! moment the syscall that wrote its bytes returned; fan-out time is how long
-//! the source took to queue one tick for all of its subscribers.
+//! the source took to deliver one batch of ticks (those due together) into
+//! every subscriber's queue and wake the writers.
 //!
 //! - [`stats`]: the `/api/stats` body, assembled from a snapshot.
 //! - [`prometheus`]: the `/metrics` text.

@@ -132,7 +132,7 @@ impl Metrics {
         histogram_text(
             &mut o,
             "tickwire_fanout_seconds",
-            "Time to queue one tick for all its subscribers (rolled each second).",
+            "Time to deliver one batch of ticks due together to every subscriber queue, writers woken (rolled each second).",
             &r.total.sent.fanout,
         );
         o
