@@ -141,14 +141,17 @@ pub async fn run<S: Stream>(
             return;
         }
     };
-    let (read_half, write_half) = parts.io.into_inner().split();
-    // `read_buf` is a slice of hyper's whole read buffer: copy the (rare)
-    // leftover bytes rather than keep that buffer alive per connection.
-    let leftover = if parts.read_buf.is_empty() {
+    let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+    let (read_half, write_half) = io.into_inner().split();
+    // `read_buf` is a slice of hyper's whole read buffer (8 KiB and more),
+    // empty or not: copy the (rare) leftover bytes and drop the slice now,
+    // or the buffer stays allocated for as long as the connection lives.
+    let leftover = if read_buf.is_empty() {
         Bytes::new()
     } else {
-        Bytes::copy_from_slice(&parts.read_buf)
+        Bytes::copy_from_slice(&read_buf)
     };
+    drop(read_buf);
     let settings = state.session;
 
     let metrics = state.hub.metrics().clone();

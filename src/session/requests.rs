@@ -50,10 +50,15 @@ impl Bucket {
     }
 }
 
+thread_local! {
+    /// simd-json's scratch space, one per thread rather than per connection
+    /// (most connections send a message or two in their life).
+    static BUFFERS: std::cell::RefCell<simd_json::Buffers> =
+        std::cell::RefCell::new(simd_json::Buffers::new(512));
+}
+
 /// The reader's request state.
 pub struct Requests {
-    /// simd-json scratch space, made on the first message.
-    buffers: Option<simd_json::Buffers>,
     requests: Bucket,
     errors: Bucket,
     control_rate: u32,
@@ -62,7 +67,6 @@ pub struct Requests {
 impl Requests {
     pub fn new(limits: &Limits) -> Requests {
         Requests {
-            buffers: None,
             requests: Bucket::new(2.0 * limits.control_rate as f64, limits.control_rate as f64),
             errors: Bucket::new(limits.max_errors as f64, limits.max_errors as f64 / 10.0),
             control_rate: limits.control_rate,
@@ -71,10 +75,7 @@ impl Requests {
 
     /// Handles one complete text message.
     pub fn on_text(&mut self, session: &Session, text: &mut [u8]) {
-        let buffers = self
-            .buffers
-            .get_or_insert_with(|| simd_json::Buffers::new(text.len()));
-        let request = Request::parse(text, buffers);
+        let request = BUFFERS.with_borrow_mut(|buffers| Request::parse(text, buffers));
         if !self.requests.take() {
             // Parsed anyway (a few hundred ns) so the error can name the
             // request it refuses; the error budget bounds such storms.
