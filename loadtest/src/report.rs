@@ -173,6 +173,16 @@ fn si(x: f64) -> String {
 }
 
 impl ScenarioReport {
+    /// The run whose histogram goes into --hgrm.
+    pub fn primary(&self) -> Option<&RunReport> {
+        let i = self
+            .summary
+            .get("primary_run")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as usize;
+        self.runs.get(i).or(self.runs.last())
+    }
+
     /// The human-readable report.
     pub fn table(&self) -> String {
         let mut s = String::new();

@@ -236,15 +236,3 @@ pub fn run_scenario(sc: &Scenario, opts: &Options) -> anyhow::Result<ScenarioRep
         summary,
     })
 }
-
-impl ScenarioReport {
-    /// The run whose histogram goes into --hgrm.
-    pub fn primary(&self) -> Option<&RunReport> {
-        let i = self
-            .summary
-            .get("primary_run")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0) as usize;
-        self.runs.get(i).or(self.runs.last())
-    }
-}
