@@ -7,9 +7,9 @@
 pub mod account;
 pub mod client;
 pub mod frame;
+pub mod measure;
 pub mod plot;
 pub mod report;
-pub mod run;
 pub mod runner;
 pub mod scan;
 pub mod scenario;

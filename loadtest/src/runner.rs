@@ -10,8 +10,8 @@ use anyhow::bail;
 use serde_json::json;
 
 use crate::account::TsUnit;
+use crate::measure::{self, RunPlan, ServerWatch};
 use crate::report::{Machine, RunReport, ScenarioReport};
-use crate::run::{self, RunPlan, ServerWatch};
 use crate::scenario::Scenario;
 use crate::server::{self, ServerProcess};
 
@@ -99,7 +99,7 @@ fn one(
                 pid: srv.pid(),
                 command: srv.command.clone(),
             };
-            let r = run::run(&plan(url), Some(&watch));
+            let r = measure::run(&plan(url), Some(&watch));
             srv.stop();
             r
         }
@@ -111,7 +111,7 @@ fn one(
                 pid,
                 command: format!("pid {pid}"),
             });
-            run::run(&plan(url.clone()), watch.as_ref())
+            measure::run(&plan(url.clone()), watch.as_ref())
         }
     }
 }

@@ -1,4 +1,4 @@
-//! One run: start the workers, ramp the connections, warm up, measure, close
+//! One measured run: start the workers, ramp the connections, warm up, measure, close
 //! every connection cleanly, merge the workers' stats into a [`RunReport`].
 //! Shows live progress on stderr while it goes.
 
