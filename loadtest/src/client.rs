@@ -71,11 +71,14 @@ impl Target {
     }
 }
 
-/// What one connection does.
+/// One connection of a run: built by the ramp, sent to a worker thread, run
+/// by [`run`].
 #[derive(Debug, Clone)]
 pub struct ConnSpec {
+    /// Its place in the ramp (0, 1, ...); seeds the connection's masks.
+    pub index: u32,
     /// JSON text of the subscribe message (empty: send none).
-    pub subscribe: Rc<[u8]>,
+    pub subscribe: Box<[u8]>,
     /// Stops reading after subscribing (slow-consumer scenario).
     pub stall: bool,
 }
@@ -361,7 +364,7 @@ impl Default for BenchConn {
 }
 
 /// Runs one connection to the end. Failures are counted, never returned.
-pub async fn run(ctx: Rc<WorkerCtx>, spec: ConnSpec, index: u32, mut stop: watch::Receiver<bool>) {
+pub async fn run(ctx: Rc<WorkerCtx>, spec: ConnSpec, mut stop: watch::Receiver<bool>) {
     let shared = ctx.shared.clone();
     let started = Instant::now();
     let connected = tokio::select! {
@@ -396,7 +399,7 @@ pub async fn run(ctx: Rc<WorkerCtx>, spec: ConnSpec, index: u32, mut stop: watch
         out: Vec::new(),
         sent_close: false,
         record_latency: !spec.stall,
-        mask_seed: index.wrapping_mul(2654435761) | 1,
+        mask_seed: spec.index.wrapping_mul(2654435761) | 1,
     };
     if !spec.subscribe.is_empty() {
         conn.queue(frame::OP_TEXT, &spec.subscribe);

@@ -12,11 +12,11 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::account::{new_histogram, TsUnit, WorkerStats};
-use crate::client::{Shared, Target, CLOSE_TIMEOUT, CONNECT_TIMEOUT};
+use crate::client::{ConnSpec, Shared, Target, CLOSE_TIMEOUT, CONNECT_TIMEOUT};
 use crate::report::{Percentiles, RunReport, ServerUsage};
 use crate::scenario::SymbolSet;
 use crate::server::{self, ProcSample};
-use crate::worker::{self, ConnJob, Worker};
+use crate::worker::{self, Worker};
 
 /// Everything one run needs to know.
 #[derive(Debug, Clone)]
@@ -161,12 +161,12 @@ fn ramp(plan: &RunPlan, workers: &[Worker], shared: &Shared, display: &mut Displ
         } else {
             &plan.subscribe
         };
-        let job = ConnJob {
+        let spec = ConnSpec {
             index: i,
-            subscribe: set.subscribe_json(plan.server_symbols, i, plan.seed),
+            subscribe: set.subscribe_json(plan.server_symbols, i, plan.seed).into(),
             stall,
         };
-        let _ = workers[i as usize % workers.len()].jobs.send(job);
+        let _ = workers[i as usize % workers.len()].jobs.send(spec);
         if shared.os_limit.lock().unwrap().is_some() {
             break;
         }
