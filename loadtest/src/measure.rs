@@ -36,9 +36,22 @@ pub struct RunPlan {
     pub server_rate: f64,
     pub warmup: Duration,
     pub duration: Duration,
+    /// How the harness behaves: the same for every run of a scenario.
+    pub client: ClientOptions,
+}
+
+/// How the harness itself behaves, whatever the server and the scenario
+/// (set on the command line, shared by [`RunPlan`] and
+/// [`crate::runner::Options`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientOptions {
+    /// Worker threads, each a single-threaded runtime (at least one runs).
     pub workers: usize,
+    /// Unit of the server's `ts` field.
     pub ts_unit: TsUnit,
+    /// Seed for random subscriptions.
     pub seed: u64,
+    /// Draw the live progress line on stderr.
     pub progress: bool,
 }
 
@@ -80,7 +93,7 @@ pub fn run(plan: &RunPlan, watch: Option<&ServerWatch>) -> anyhow::Result<RunRep
     let shared = Arc::new(Shared::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = start_workers(plan, &target, &shared, &stop_rx)?;
-    let bar = progress_bar(plan.progress);
+    let bar = progress_bar(plan.client.progress);
     let mut display = Display::new(&bar, &shared, &workers, plan);
 
     let idle = sample(watch);
@@ -104,12 +117,12 @@ fn start_workers(
     shared: &Arc<Shared>,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<Worker>> {
-    (0..plan.workers.max(1))
+    (0..plan.client.workers.max(1))
         .map(|i| {
             worker::spawn(
                 i,
                 target.clone(),
-                plan.ts_unit,
+                plan.client.ts_unit,
                 shared.clone(),
                 stop.clone(),
             )
@@ -163,7 +176,9 @@ fn ramp(plan: &RunPlan, workers: &[Worker], shared: &Shared, display: &mut Displ
         };
         let spec = ConnSpec {
             index: i,
-            subscribe: set.subscribe_json(plan.server_symbols, i, plan.seed).into(),
+            subscribe: set
+                .subscribe_json(plan.server_symbols, i, plan.client.seed)
+                .into(),
             stall,
         };
         let _ = workers[i as usize % workers.len()].jobs.send(spec);
@@ -262,7 +277,7 @@ fn close_all(
     bar: &ProgressBar,
 ) -> anyhow::Result<WorkerStats> {
     let _ = stop.send(true);
-    let mut stats = WorkerStats::new(plan.ts_unit);
+    let mut stats = WorkerStats::new(plan.client.ts_unit);
     let closing = Instant::now();
     let mut handles = Vec::new();
     for w in workers {
@@ -337,7 +352,7 @@ fn into_report(
         url: plan.url.clone(),
         connections: plan.connections,
         stalled_connections: plan.stalled,
-        workers: plan.workers,
+        workers: plan.client.workers,
         subscribe: plan.subscribe.clone().into(),
         stall_subscribe: plan.stall_subscribe.clone().into(),
         policy: plan.policy.clone(),

@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::bail;
 use serde_json::json;
 
-use crate::account::TsUnit;
-use crate::measure::{self, RunPlan, ServerWatch};
+use crate::measure::{self, ClientOptions, RunPlan, ServerWatch};
 use crate::report::{Machine, RunReport, ScenarioReport};
 use crate::scenario::Scenario;
 use crate::server::{self, ServerProcess};
@@ -27,10 +26,8 @@ pub struct Options {
     pub server_pid: Option<u32>,
     /// Names the server in labels (default: tickwire or the command's name).
     pub label: Option<String>,
-    pub workers: usize,
-    pub ts_unit: TsUnit,
-    pub seed: u64,
-    pub progress: bool,
+    /// How the harness behaves in every run.
+    pub client: ClientOptions,
     /// Path appended to ws://ADDR for spawned servers.
     pub ws_path: String,
 }
@@ -85,10 +82,10 @@ fn one(
         server_rate: rate,
         warmup: Duration::from_secs_f64(sc.load.warmup_secs),
         duration: Duration::from_secs_f64(sc.load.duration_secs),
-        workers: opts.workers.max(1),
-        ts_unit: opts.ts_unit,
-        seed: opts.seed,
-        progress: opts.progress,
+        client: ClientOptions {
+            workers: opts.client.workers.max(1),
+            ..opts.client
+        },
     };
     match &opts.server_cmd {
         Some(template) => {
@@ -136,7 +133,7 @@ pub fn run_scenario(sc: &Scenario, opts: &Options) -> anyhow::Result<ScenarioRep
                 && r.latency.p99_us <= steps.p99_bound_ms * 1000.0
                 && r.delivery_ratio >= steps.min_delivery
                 && r.opened == r.connections as u64;
-            if opts.progress {
+            if opts.client.progress {
                 eprintln!(
                     "  step {rate}/s/sym: {:.0} msgs/s ({:.1}% of offered), p99 {:.0} µs -> {}",
                     r.msgs_per_sec,
