@@ -5,12 +5,9 @@
 //! read, no per-connection read buffer): a connection keeps only the bytes of
 //! a partial frame between reads. Nothing is allocated per message.
 
-use std::cell::RefCell;
 use std::io;
-use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +16,8 @@ use tokio::sync::watch;
 
 use crate::account::{SeqTracker, WorkerStats};
 use crate::frame::{self, Frame};
+use crate::state::WorkerCtx;
+use crate::target::Target;
 
 /// How long connect + upgrade may take before it counts as a failure.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -26,50 +25,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Size of each worker's shared read buffer.
 pub const READ_BUF: usize = 256 * 1024;
-
-/// Where and how every connection of a run connects.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub addr: SocketAddr,
-    /// Host header value.
-    pub host: String,
-    /// Request target, e.g. `/ws?policy=conflate`.
-    pub path: String,
-}
-
-impl Target {
-    /// Parses `ws://host:port/path?query` (host must resolve; load tests
-    /// target 127.0.0.1).
-    pub fn parse(url: &str) -> anyhow::Result<Target> {
-        use std::net::ToSocketAddrs;
-        let rest = url.strip_prefix("ws://").ok_or_else(|| {
-            anyhow::anyhow!("URL must start with ws:// (got {url}); wss is not supported")
-        })?;
-        let (hostport, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let addr = hostport
-            .to_socket_addrs()
-            .map_err(|e| anyhow::anyhow!("cannot resolve {hostport}: {e}"))?
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("{hostport} resolves to no address"))?;
-        Ok(Target {
-            addr,
-            host: hostport.to_string(),
-            path: path.to_string(),
-        })
-    }
-
-    /// The same target with `key=value` appended to the query string.
-    pub fn with_query(&self, key: &str, value: &str) -> Target {
-        let sep = if self.path.contains('?') { '&' } else { '?' };
-        Target {
-            path: format!("{}{sep}{key}={value}", self.path),
-            ..self.clone()
-        }
-    }
-}
 
 /// One connection of a run: built by the ramp, sent to a worker thread, run
 /// by [`run`].
@@ -81,29 +36,6 @@ pub struct ConnSpec {
     pub subscribe: Box<[u8]>,
     /// Stops reading after subscribing (slow-consumer scenario).
     pub stall: bool,
-}
-
-/// Live figures the progress display and the run controller read. Updated
-/// once per read (not per message) with relaxed atomics.
-#[derive(Default)]
-pub struct Shared {
-    /// Whether ticks received now fall in the measurement window.
-    pub measuring: AtomicBool,
-    pub msgs: AtomicU64,
-    pub open: AtomicU64,
-    pub connect_failed: AtomicU64,
-    pub ended: AtomicU64,
-    pub errors: AtomicU64,
-    /// Set when an OS limit (file descriptors, local ports) stopped a connect.
-    pub os_limit: Mutex<Option<String>>,
-}
-
-/// What a worker's connections share: the stats, the read buffer.
-pub struct WorkerCtx {
-    pub stats: RefCell<WorkerStats>,
-    pub buf: RefCell<Vec<u8>>,
-    pub target: Target,
-    pub shared: std::sync::Arc<Shared>,
 }
 
 /// Wall-clock time in ns since the Unix epoch (what `ts` is compared with).

@@ -14,4 +14,6 @@ pub mod runner;
 pub mod scan;
 pub mod scenario;
 pub mod server;
+pub mod state;
+pub mod target;
 pub mod worker;

@@ -12,10 +12,12 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::account::{new_histogram, TsUnit, WorkerStats};
-use crate::client::{ConnSpec, Shared, Target, CLOSE_TIMEOUT, CONNECT_TIMEOUT};
+use crate::client::{ConnSpec, CLOSE_TIMEOUT, CONNECT_TIMEOUT};
 use crate::report::{Percentiles, RunReport, ServerUsage};
 use crate::scenario::SymbolSet;
 use crate::server::{self, ProcSample};
+use crate::state::Shared;
+use crate::target::Target;
 use crate::worker::{self, Worker};
 
 /// Everything one run needs to know.

@@ -13,7 +13,9 @@ use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
 
 use crate::account::{new_histogram, TsUnit, WorkerStats};
-use crate::client::{self, ConnSpec, Shared, Target, WorkerCtx, READ_BUF};
+use crate::client::{self, ConnSpec, READ_BUF};
+use crate::state::{Shared, WorkerCtx};
+use crate::target::Target;
 
 /// The controller's handle on one worker thread.
 pub struct Worker {
