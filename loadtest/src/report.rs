@@ -111,6 +111,7 @@ pub struct ScenarioReport {
     pub summary: BTreeMap<String, serde_json::Value>,
 }
 
+/// The machine the report was made on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
     pub cpus: usize,

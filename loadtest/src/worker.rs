@@ -23,6 +23,7 @@ pub struct Worker {
     pub jobs: mpsc::UnboundedSender<ConnSpec>,
     /// Latency recorded since the display last emptied it.
     pub recent: Arc<Mutex<Histogram<u64>>>,
+    /// The thread; it returns its stats once every connection has ended.
     pub thread: JoinHandle<WorkerStats>,
 }
 

@@ -1,6 +1,6 @@
 //! One WebSocket client connection, from start to end: TCP connect and HTTP
-//! upgrade ([`handshake`]), subscribe, then read and account every frame
-//! ([`conn`]) until told to stop, then close cleanly. A connection is a task
+//! upgrade (`handshake`), subscribe, then read and account every frame
+//! (`conn`) until told to stop, then close cleanly. A connection is a task
 //! on its worker thread's runtime; its failures are counted, never returned.
 
 mod conn;
