@@ -1,6 +1,7 @@
-//! Per-worker accounting of everything a connection receives: message and
-//! byte counts, end-to-end latency, per-symbol sequence gaps and reordering,
-//! close codes and failures.
+//! [`WorkerStats`]: one worker thread's accounting of everything its
+//! connections receive (the module is named for what it does to each frame):
+//! message and byte counts, end-to-end latency, per-symbol sequence gaps and
+//! reordering, close codes and failures.
 //!
 //! Each worker thread owns one [`WorkerStats`] and its connections update it
 //! without locks; the run merges the workers' stats once at the end

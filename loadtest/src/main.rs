@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tickwire_loadtest::account::TsUnit;
+use tickwire_loadtest::measure::ClientOptions;
 use tickwire_loadtest::runner::{self, Options};
 use tickwire_loadtest::scenario::{Scenario, SymbolSet};
 use tickwire_loadtest::{plot, report};
@@ -152,10 +153,12 @@ fn real_main() -> anyhow::Result<()> {
         server_cmd,
         server_pid: cli.server_pid,
         label: cli.label.clone(),
-        workers: cli.workers,
-        ts_unit: cli.ts_unit,
-        seed: cli.seed,
-        progress: !cli.quiet,
+        client: ClientOptions {
+            workers: cli.workers,
+            ts_unit: cli.ts_unit,
+            seed: cli.seed,
+            progress: !cli.quiet,
+        },
         ws_path: cli.ws_path.clone(),
     };
     let rep = runner::run_scenario(&sc, &opts)?;

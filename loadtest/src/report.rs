@@ -111,6 +111,7 @@ pub struct ScenarioReport {
     pub summary: BTreeMap<String, serde_json::Value>,
 }
 
+/// The machine the report was made on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
     pub cpus: usize,
@@ -173,6 +174,16 @@ fn si(x: f64) -> String {
 }
 
 impl ScenarioReport {
+    /// The run whose histogram goes into --hgrm.
+    pub fn primary(&self) -> Option<&RunReport> {
+        let i = self
+            .summary
+            .get("primary_run")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as usize;
+        self.runs.get(i).or(self.runs.last())
+    }
+
     /// The human-readable report.
     pub fn table(&self) -> String {
         let mut s = String::new();

@@ -9,9 +9,8 @@ use std::time::Duration;
 use anyhow::bail;
 use serde_json::json;
 
-use crate::account::TsUnit;
+use crate::measure::{self, ClientOptions, RunPlan, ServerWatch};
 use crate::report::{Machine, RunReport, ScenarioReport};
-use crate::run::{self, RunPlan, ServerWatch};
 use crate::scenario::Scenario;
 use crate::server::{self, ServerProcess};
 
@@ -27,10 +26,8 @@ pub struct Options {
     pub server_pid: Option<u32>,
     /// Names the server in labels (default: tickwire or the command's name).
     pub label: Option<String>,
-    pub workers: usize,
-    pub ts_unit: TsUnit,
-    pub seed: u64,
-    pub progress: bool,
+    /// How the harness behaves in every run.
+    pub client: ClientOptions,
     /// Path appended to ws://ADDR for spawned servers.
     pub ws_path: String,
 }
@@ -85,10 +82,10 @@ fn one(
         server_rate: rate,
         warmup: Duration::from_secs_f64(sc.load.warmup_secs),
         duration: Duration::from_secs_f64(sc.load.duration_secs),
-        workers: opts.workers.max(1),
-        ts_unit: opts.ts_unit,
-        seed: opts.seed,
-        progress: opts.progress,
+        client: ClientOptions {
+            workers: opts.client.workers.max(1),
+            ..opts.client
+        },
     };
     match &opts.server_cmd {
         Some(template) => {
@@ -99,7 +96,7 @@ fn one(
                 pid: srv.pid(),
                 command: srv.command.clone(),
             };
-            let r = run::run(&plan(url), Some(&watch));
+            let r = measure::run(&plan(url), Some(&watch));
             srv.stop();
             r
         }
@@ -111,7 +108,7 @@ fn one(
                 pid,
                 command: format!("pid {pid}"),
             });
-            run::run(&plan(url.clone()), watch.as_ref())
+            measure::run(&plan(url.clone()), watch.as_ref())
         }
     }
 }
@@ -136,7 +133,7 @@ pub fn run_scenario(sc: &Scenario, opts: &Options) -> anyhow::Result<ScenarioRep
                 && r.latency.p99_us <= steps.p99_bound_ms * 1000.0
                 && r.delivery_ratio >= steps.min_delivery
                 && r.opened == r.connections as u64;
-            if opts.progress {
+            if opts.client.progress {
                 eprintln!(
                     "  step {rate}/s/sym: {:.0} msgs/s ({:.1}% of offered), p99 {:.0} µs -> {}",
                     r.msgs_per_sec,
@@ -235,16 +232,4 @@ pub fn run_scenario(sc: &Scenario, opts: &Options) -> anyhow::Result<ScenarioRep
         runs,
         summary,
     })
-}
-
-impl ScenarioReport {
-    /// The run whose histogram goes into --hgrm.
-    pub fn primary(&self) -> Option<&RunReport> {
-        let i = self
-            .summary
-            .get("primary_run")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0) as usize;
-        self.runs.get(i).or(self.runs.last())
-    }
 }

@@ -19,6 +19,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
+/// One scenario file: the server's feed, the client load, and how its runs
+/// relate (a baseline to compare with, or rate steps).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
@@ -46,6 +48,8 @@ pub struct ServerFeed {
     pub tickwire_args: Vec<String>,
 }
 
+/// The client load of each run: how many connections, how fast they open,
+/// what they subscribe to, how long to warm up and to measure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Load {

@@ -13,24 +13,21 @@ use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
 
 use crate::account::{new_histogram, TsUnit, WorkerStats};
-use crate::client::{self, ConnSpec, Shared, Target, WorkerCtx, READ_BUF};
-
-/// A connection the worker should open, with its index in the run.
-pub struct ConnJob {
-    pub index: u32,
-    pub subscribe: Vec<u8>,
-    pub stall: bool,
-}
+use crate::client::{self, ConnSpec, READ_BUF};
+use crate::state::{Shared, WorkerCtx};
+use crate::target::Target;
 
 /// The controller's handle on one worker thread.
 pub struct Worker {
-    pub jobs: mpsc::UnboundedSender<ConnJob>,
+    /// The connections to open, in ramp order.
+    pub jobs: mpsc::UnboundedSender<ConnSpec>,
     /// Latency recorded since the display last emptied it.
     pub recent: Arc<Mutex<Histogram<u64>>>,
+    /// The thread; it returns its stats once every connection has ended.
     pub thread: JoinHandle<WorkerStats>,
 }
 
-/// Starts a worker thread. It opens each job's connection as it arrives and
+/// Starts a worker thread. It opens each connection as its spec arrives and
 /// returns its stats once `stop` is set and every connection has ended.
 pub fn spawn(
     id: usize,
@@ -39,7 +36,7 @@ pub fn spawn(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<Worker> {
-    let (jobs, mut rx) = mpsc::unbounded_channel::<ConnJob>();
+    let (jobs, mut rx) = mpsc::unbounded_channel::<ConnSpec>();
     let recent = Arc::new(Mutex::new(new_histogram()));
     let recent_w = recent.clone();
     let thread = std::thread::Builder::new()
@@ -60,15 +57,10 @@ pub fn spawn(
                 let flusher =
                     tokio::task::spawn_local(flush_recent(ctx.clone(), recent_w, stop.clone()));
                 let mut conns = Vec::new();
-                while let Some(job) = rx.recv().await {
-                    let spec = ConnSpec {
-                        subscribe: job.subscribe.into(),
-                        stall: job.stall,
-                    };
+                while let Some(spec) = rx.recv().await {
                     conns.push(tokio::task::spawn_local(client::run(
                         ctx.clone(),
                         spec,
-                        job.index,
                         stop.clone(),
                     )));
                 }

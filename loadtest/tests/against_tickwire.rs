@@ -11,8 +11,8 @@ use serde_json::Value;
 use tickwire::config::Config;
 use tickwire::server::Server;
 use tickwire_loadtest::account::TsUnit;
+use tickwire_loadtest::measure::{self, ClientOptions, RunPlan};
 use tickwire_loadtest::report::{Machine, ScenarioReport};
-use tickwire_loadtest::run::{self, RunPlan};
 use tickwire_loadtest::scenario::SymbolSet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -66,12 +66,14 @@ async fn short_run_is_complete_and_matches_server_counts() {
         server_rate: 100.0,
         warmup: Duration::from_millis(300),
         duration: Duration::from_millis(1500),
-        workers: 2,
-        ts_unit: TsUnit::Us,
-        seed: 1,
-        progress: false,
+        client: ClientOptions {
+            workers: 2,
+            ts_unit: TsUnit::Us,
+            seed: 1,
+            progress: false,
+        },
     };
-    let r = tokio::task::spawn_blocking(move || run::run(&plan, None))
+    let r = tokio::task::spawn_blocking(move || measure::run(&plan, None))
         .await
         .unwrap()
         .expect("run completes");

@@ -1,6 +1,8 @@
-//! One run: start the workers, ramp the connections, warm up, measure, close
-//! every connection cleanly, merge the workers' stats into a [`RunReport`].
-//! Shows live progress on stderr while it goes.
+//! One measured run, one function per phase: start the workers, ramp the
+//! connections, let them settle, warm up, measure, close every connection
+//! cleanly, and merge the workers' stats into a [`RunReport`]. The phases run
+//! on the calling thread, which only sleeps, samples and draws the live
+//! progress line on stderr; the connections run on the worker threads.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -10,11 +12,13 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::account::{new_histogram, TsUnit, WorkerStats};
-use crate::client::{Shared, Target, CLOSE_TIMEOUT, CONNECT_TIMEOUT};
+use crate::client::{ConnSpec, CLOSE_TIMEOUT, CONNECT_TIMEOUT};
 use crate::report::{Percentiles, RunReport, ServerUsage};
 use crate::scenario::SymbolSet;
-use crate::server;
-use crate::worker::{self, ConnJob};
+use crate::server::{self, ProcSample};
+use crate::state::Shared;
+use crate::target::Target;
+use crate::worker::{self, Worker};
 
 /// Everything one run needs to know.
 #[derive(Debug, Clone)]
@@ -34,9 +38,22 @@ pub struct RunPlan {
     pub server_rate: f64,
     pub warmup: Duration,
     pub duration: Duration,
+    /// How the harness behaves: the same for every run of a scenario.
+    pub client: ClientOptions,
+}
+
+/// How the harness itself behaves, whatever the server and the scenario
+/// (set on the command line, shared by [`RunPlan`] and
+/// [`crate::runner::Options`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientOptions {
+    /// Worker threads, each a single-threaded runtime (at least one runs).
     pub workers: usize,
+    /// Unit of the server's `ts` field.
     pub ts_unit: TsUnit,
+    /// Seed for random subscriptions.
     pub seed: u64,
+    /// Draw the live progress line on stderr.
     pub progress: bool,
 }
 
@@ -64,7 +81,8 @@ pub fn raise_fd_limit(connections: u32) -> Option<String> {
     })
 }
 
-/// Runs one plan to the end.
+/// Runs one plan to the end, one phase after another: start the workers,
+/// `ramp`, `settle`, `warm_up`, `measure`, `close_all`, `into_report`.
 pub fn run(plan: &RunPlan, watch: Option<&ServerWatch>) -> anyhow::Result<RunReport> {
     let fd_warning = raise_fd_limit(plan.connections);
     if let Some(w) = &fd_warning {
@@ -76,20 +94,48 @@ pub fn run(plan: &RunPlan, watch: Option<&ServerWatch>) -> anyhow::Result<RunRep
     }
     let shared = Arc::new(Shared::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers: Vec<worker::Worker> = (0..plan.workers.max(1))
+    let workers = start_workers(plan, &target, &shared, &stop_rx)?;
+    let bar = progress_bar(plan.client.progress);
+    let mut display = Display::new(&bar, &shared, &workers, plan);
+
+    let idle = sample(watch);
+    ramp(plan, &workers, &shared, &mut display);
+    settle(plan.connections, &shared, &mut display);
+    warm_up(plan.warmup, &mut display);
+    let connected = sample(watch);
+    let window = measure(plan.duration, watch, &shared, &mut display);
+    let stats = close_all(plan, workers, &stop_tx, &shared, &bar)?;
+
+    let server = watch.map(|w| server_usage(w, shared_opened(&stats), idle, connected, &window));
+    let os_limit = shared.os_limit.lock().unwrap().clone().or(fd_warning);
+    Ok(into_report(plan, &stats, &window, server, os_limit))
+}
+
+/// Starts the worker threads. They wait for the connections `ramp` sends
+/// them and run until `stop` is set.
+fn start_workers(
+    plan: &RunPlan,
+    target: &Target,
+    shared: &Arc<Shared>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<Worker>> {
+    (0..plan.client.workers.max(1))
         .map(|i| {
             worker::spawn(
                 i,
                 target.clone(),
-                plan.ts_unit,
+                plan.client.ts_unit,
                 shared.clone(),
-                stop_rx.clone(),
+                stop.clone(),
             )
         })
         .collect::<Result<_, _>>()
-        .context("starting worker threads")?;
+        .context("starting worker threads")
+}
 
-    let bar = if plan.progress {
+/// The live progress bar on stderr (hidden with `--quiet`).
+fn progress_bar(progress: bool) -> ProgressBar {
+    let bar = if progress {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4))
     } else {
         ProgressBar::hidden()
@@ -97,22 +143,20 @@ pub fn run(plan: &RunPlan, watch: Option<&ServerWatch>) -> anyhow::Result<RunRep
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("valid template"),
     );
-    let mut display = Display {
-        bar: &bar,
-        shared: &shared,
-        workers: &workers,
-        last_msgs: 0,
-        last_at: Instant::now(),
-        total: plan.connections,
-        label: plan.label.clone(),
-    };
+    bar
+}
 
-    let sample = || watch.and_then(|w| server::sample(w.pid));
-    let idle = sample();
+/// CPU time and RSS of the server, if the harness can watch it.
+fn sample(watch: Option<&ServerWatch>) -> Option<ProcSample> {
+    watch.and_then(|w| server::sample(w.pid))
+}
 
-    // Ramp: connection i is due at i / ramp seconds.
+/// Opens the connections at `plan.ramp` per second (connection i is due at
+/// i / ramp seconds), handing them round-robin to the workers, with the
+/// stalled ones spread evenly through the ramp. Stops early once an OS limit
+/// has stopped a connect: further connects would fail the same way.
+fn ramp(plan: &RunPlan, workers: &[Worker], shared: &Shared, display: &mut Display) {
     let start = Instant::now();
-    // Stalled connections are spread evenly through the ramp.
     let stall_every = plan
         .connections
         .checked_div(plan.stalled)
@@ -132,62 +176,110 @@ pub fn run(plan: &RunPlan, watch: Option<&ServerWatch>) -> anyhow::Result<RunRep
         } else {
             &plan.subscribe
         };
-        let job = ConnJob {
+        let spec = ConnSpec {
             index: i,
-            subscribe: set.subscribe_json(plan.server_symbols, i, plan.seed),
+            subscribe: set
+                .subscribe_json(plan.server_symbols, i, plan.client.seed)
+                .into(),
             stall,
         };
-        let _ = workers[i as usize % workers.len()].jobs.send(job);
+        let _ = workers[i as usize % workers.len()].jobs.send(spec);
         if shared.os_limit.lock().unwrap().is_some() {
-            break; // further connects would fail the same way
+            break;
         }
     }
-    // Wait until every connection is open or has failed.
+}
+
+/// Waits until every connection is open or has failed: at most the connect
+/// timeout plus a second, and no longer once an OS limit has stopped the
+/// ramp.
+fn settle(connections: u32, shared: &Shared, display: &mut Display) {
     let settle = Instant::now();
     while (shared.open.load(Relaxed)
         + shared.connect_failed.load(Relaxed)
         + shared.ended.load(Relaxed))
-        < plan.connections as u64
+        < connections as u64
         && settle.elapsed() < CONNECT_TIMEOUT + Duration::from_secs(1)
         && shared.os_limit.lock().unwrap().is_none()
     {
         std::thread::sleep(Duration::from_millis(20));
         display.show("connecting");
     }
+}
+
+/// Lets the open connections receive for `warmup` before anything counts,
+/// so the start-up transients stay out of the figures.
+fn warm_up(warmup: Duration, display: &mut Display) {
     let opened_at = Instant::now();
-    while opened_at.elapsed() < plan.warmup {
+    while opened_at.elapsed() < warmup {
         std::thread::sleep(Duration::from_millis(50));
         display.show("warm-up");
     }
-    let connected = sample();
+}
 
-    // Measurement window.
+/// What the measurement window saw, beside the workers' stats.
+struct Window {
+    /// Length of the window as it ran, in seconds.
+    secs: f64,
+    /// CPU seconds the client used in the window.
+    client_cpu_secs: f64,
+    /// The server at the window's start and end.
+    server_start: Option<ProcSample>,
+    server_end: Option<ProcSample>,
+    /// Largest server RSS seen in the window (sampled every 500 ms).
+    server_rss_max_kib: u64,
+}
+
+/// The measurement window: ticks received while `shared.measuring` is set
+/// count in the measured figures and the latency histogram. Samples the
+/// server's RSS every 500 ms, and the CPU of both sides at the edges.
+fn measure(
+    duration: Duration,
+    watch: Option<&ServerWatch>,
+    shared: &Shared,
+    display: &mut Display,
+) -> Window {
     let cpu0 = server::self_cpu_secs();
-    let srv0 = sample();
+    let srv0 = sample(watch);
     let mut rss_max = srv0.map_or(0, |s| s.rss_kib);
     shared.measuring.store(true, Relaxed);
     let m0 = Instant::now();
     let mut next_sample = m0;
-    while m0.elapsed() < plan.duration {
-        std::thread::sleep(
-            Duration::from_millis(50).min(plan.duration.saturating_sub(m0.elapsed())),
-        );
+    while m0.elapsed() < duration {
+        std::thread::sleep(Duration::from_millis(50).min(duration.saturating_sub(m0.elapsed())));
         display.show("measuring");
         if Instant::now() >= next_sample {
-            if let Some(s) = sample() {
+            if let Some(s) = sample(watch) {
                 rss_max = rss_max.max(s.rss_kib);
             }
             next_sample += Duration::from_millis(500);
         }
     }
     shared.measuring.store(false, Relaxed);
-    let measured_secs = m0.elapsed().as_secs_f64();
-    let srv1 = sample();
-    let client_cpu = server::self_cpu_secs() - cpu0;
+    let secs = m0.elapsed().as_secs_f64();
+    let srv1 = sample(watch);
+    let client_cpu_secs = server::self_cpu_secs() - cpu0;
+    Window {
+        secs,
+        client_cpu_secs,
+        server_start: srv0,
+        server_end: srv1,
+        server_rss_max_kib: rss_max,
+    }
+}
 
-    // Close everything cleanly and collect.
-    let _ = stop_tx.send(true);
-    let mut stats = WorkerStats::new(plan.ts_unit);
+/// Tells every connection to close (each sends a close frame and waits for
+/// the server's), waits for the worker threads, at most the close timeout
+/// plus 5 s, and merges their stats.
+fn close_all(
+    plan: &RunPlan,
+    workers: Vec<Worker>,
+    stop: &tokio::sync::watch::Sender<bool>,
+    shared: &Shared,
+    bar: &ProgressBar,
+) -> anyhow::Result<WorkerStats> {
+    let _ = stop.send(true);
+    let mut stats = WorkerStats::new(plan.client.ts_unit);
     let closing = Instant::now();
     let mut handles = Vec::new();
     for w in workers {
@@ -211,37 +303,58 @@ pub fn run(plan: &RunPlan, watch: Option<&ServerWatch>) -> anyhow::Result<RunRep
         }
     }
     bar.finish_and_clear();
+    Ok(stats)
+}
 
+/// The server's CPU and memory use, from the samples taken before the ramp
+/// (`idle`), after the warm-up (`connected`) and in the window.
+fn server_usage(
+    w: &ServerWatch,
+    opened: u64,
+    idle: Option<ProcSample>,
+    connected: Option<ProcSample>,
+    window: &Window,
+) -> ServerUsage {
+    let idle = idle.unwrap_or_default();
+    let connected = connected.unwrap_or_default();
+    let (s0, s1) = (
+        window.server_start.unwrap_or_default(),
+        window.server_end.unwrap_or_default(),
+    );
+    ServerUsage {
+        command: w.command.clone(),
+        pid: w.pid,
+        cpu_percent: (s1.cpu_secs - s0.cpu_secs) / window.secs * 100.0,
+        rss_idle_kib: idle.rss_kib,
+        rss_connected_kib: connected.rss_kib,
+        rss_end_kib: s1.rss_kib,
+        rss_max_kib: window.server_rss_max_kib.max(s1.rss_kib),
+        rss_per_connection_bytes: if opened > 0 {
+            (connected.rss_kib as f64 - idle.rss_kib as f64) * 1024.0 / opened as f64
+        } else {
+            0.0
+        },
+    }
+}
+
+/// Turns the merged stats and the window into the run's figures.
+fn into_report(
+    plan: &RunPlan,
+    stats: &WorkerStats,
+    window: &Window,
+    server: Option<ServerUsage>,
+    os_limit: Option<String>,
+) -> RunReport {
+    let measured_secs = window.secs;
     let reading = plan.connections.saturating_sub(plan.stalled) as f64;
     let offered = reading * plan.subscribe.count(plan.server_symbols) as f64 * plan.server_rate;
     let ticks_per_sec = stats.measured.ticks as f64 / measured_secs;
-    let server = watch.map(|w| {
-        let opened = shared_opened(&stats);
-        let idle = idle.unwrap_or_default();
-        let connected = connected.unwrap_or_default();
-        let (s0, s1) = (srv0.unwrap_or_default(), srv1.unwrap_or_default());
-        ServerUsage {
-            command: w.command.clone(),
-            pid: w.pid,
-            cpu_percent: (s1.cpu_secs - s0.cpu_secs) / measured_secs * 100.0,
-            rss_idle_kib: idle.rss_kib,
-            rss_connected_kib: connected.rss_kib,
-            rss_end_kib: s1.rss_kib,
-            rss_max_kib: rss_max.max(s1.rss_kib),
-            rss_per_connection_bytes: if opened > 0 {
-                (connected.rss_kib as f64 - idle.rss_kib as f64) * 1024.0 / opened as f64
-            } else {
-                0.0
-            },
-        }
-    });
-    let os_limit = shared.os_limit.lock().unwrap().clone().or(fd_warning);
-    Ok(RunReport {
+    RunReport {
         label: plan.label.clone(),
         url: plan.url.clone(),
         connections: plan.connections,
         stalled_connections: plan.stalled,
-        workers: plan.workers,
+        workers: plan.client.workers,
         subscribe: plan.subscribe.clone().into(),
         stall_subscribe: plan.stall_subscribe.clone().into(),
         policy: plan.policy.clone(),
@@ -250,7 +363,7 @@ pub fn run(plan: &RunPlan, watch: Option<&ServerWatch>) -> anyhow::Result<RunRep
         offered_msgs_per_sec: offered,
         warmup_secs: plan.warmup.as_secs_f64(),
         measured_secs,
-        opened: shared_opened(&stats),
+        opened: shared_opened(stats),
         connect_failures: stats.connect_failures.clone(),
         closes_by_code: stats.closes_by_code.clone(),
         errors: stats.errors.clone(),
@@ -268,10 +381,10 @@ pub fn run(plan: &RunPlan, watch: Option<&ServerWatch>) -> anyhow::Result<RunRep
         latency: Percentiles::of(&stats.latency),
         connect: Percentiles::of(&stats.connect),
         negative_latency: stats.negative_latency,
-        client_cpu_percent: client_cpu / measured_secs * 100.0,
+        client_cpu_percent: window.client_cpu_secs / measured_secs * 100.0,
         server,
         latency_hist: stats.latency.clone(),
-    })
+    }
 }
 
 /// Connections that completed the upgrade: one connect-time sample each.
@@ -283,14 +396,32 @@ fn shared_opened(stats: &WorkerStats) -> u64 {
 struct Display<'a> {
     bar: &'a ProgressBar,
     shared: &'a Shared,
-    workers: &'a [worker::Worker],
+    workers: &'a [Worker],
     last_msgs: u64,
     last_at: Instant,
     total: u32,
     label: String,
 }
 
-impl Display<'_> {
+impl<'a> Display<'a> {
+    fn new(
+        bar: &'a ProgressBar,
+        shared: &'a Shared,
+        workers: &'a [Worker],
+        plan: &RunPlan,
+    ) -> Display<'a> {
+        Display {
+            bar,
+            shared,
+            workers,
+            last_msgs: 0,
+            last_at: Instant::now(),
+            total: plan.connections,
+            label: plan.label.clone(),
+        }
+    }
+
+    /// Redraws the line, at most twice a second.
     fn show(&mut self, phase: &str) {
         let elapsed = self.last_at.elapsed();
         if elapsed < Duration::from_millis(500) {
