@@ -14,7 +14,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::scan::{scan, Msg};
+use tickwire_protocol::tick::{scan, Scanned as Msg};
 
 /// Largest latency or connect time recorded; larger values are clamped.
 pub const HIST_MAX_NS: u64 = 60_000_000_000;

@@ -29,8 +29,9 @@
 //! - [`client`]: one connection's life (`client/mod.rs`): TCP connect, HTTP
 //!   upgrade and OS-limit advice (`client/handshake.rs`), the frame-accounting
 //!   state machine and the benchmark's `BenchConn` (`client/conn.rs`).
-//! - [`frame`]: WebSocket frames, split without copying; [`scan`]: `sym`,
-//!   `seq` and `ts` out of a JSON text; [`account`]: `WorkerStats`, what a
+//! - [`frame`]: WebSocket frames, split without copying; the scan of `sym`,
+//!   `seq` and `ts` out of a JSON text is the protocol crate's
+//!   (`tickwire_protocol::tick::scan`); [`account`]: `WorkerStats`, what a
 //!   worker's connections counted (messages, gaps, latency, closes).
 //! - [`state`]: what connections share, per worker ([`state::WorkerCtx`]) and
 //!   per run ([`state::Shared`]); [`target`]: the `ws://` URL they dial.
@@ -38,10 +39,12 @@
 //!   [`plot`]: the latency-by-percentile chart; [`server`]: the server under
 //!   test as a process (start it, sample its CPU and RSS, stop it).
 //!
-//! The harness does not depend on the `tickwire` crate (only as a
-//! dev-dependency, for the integration test and the benchmark), so it can
-//! measure any server; that is why `wall_ns`, the percentiles and the
-//! 1 ns–60 s histogram exist in both crates.
+//! The harness speaks the protocol through `tickwire-protocol` (the subscribe
+//! request, the tick scan), the one definition of the wire format, but does
+//! not depend on the `tickwire` server crate (only as a dev-dependency, for
+//! the integration test and the benchmark), so it can measure any server;
+//! that is why `wall_ns`, the percentiles and the 1 ns–60 s histogram exist
+//! in both crates.
 
 pub mod account;
 pub mod client;
@@ -50,7 +53,6 @@ pub mod measure;
 pub mod plot;
 pub mod report;
 pub mod runner;
-pub mod scan;
 pub mod scenario;
 pub mod server;
 pub mod state;

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use rand::{rngs::SmallRng, seq::index::sample, SeedableRng};
 use serde::{Deserialize, Serialize};
+use tickwire_protocol::{Id, Request};
 
 /// The standard scenarios, by name.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -166,10 +167,16 @@ impl SymbolSet {
     /// The subscribe message's JSON text.
     pub fn subscribe_json(&self, universe: u32, index: u32, seed: u64) -> Vec<u8> {
         let symbols = match self.names(universe, index, seed) {
-            None => "[\"*\"]".to_string(),
-            Some(names) => serde_json::to_string(&names).expect("strings serialize"),
+            None => vec!["*".to_string()],
+            Some(names) => names,
         };
-        format!("{{\"op\":\"subscribe\",\"symbols\":{symbols},\"id\":1}}").into_bytes()
+        Request::Subscribe {
+            id: Some(Id::Int(1)),
+            symbols,
+            from: None,
+            epoch: None,
+        }
+        .to_json()
     }
 }
 
@@ -250,11 +257,11 @@ mod tests {
                 .parse::<SymbolSet>()
                 .unwrap()
                 .subscribe_json(0, 0, 0),
-            br#"{"op":"subscribe","symbols":["A","B"],"id":1}"#
+            br#"{"op":"subscribe","id":1,"symbols":["A","B"]}"#
         );
         assert_eq!(
             SymbolSet::All.subscribe_json(5, 0, 0),
-            br#"{"op":"subscribe","symbols":["*"],"id":1}"#
+            br#"{"op":"subscribe","id":1,"symbols":["*"]}"#
         );
         assert!("some:3".parse::<SymbolSet>().is_err());
     }
