@@ -129,12 +129,23 @@ pub struct Config {
     #[arg(long, env = "TICKWIRE_BACKLOG", default_value_t = 4096)]
     pub backlog: u32,
 
-    /// Worker threads of the runtime (default: one per core).
+    /// Worker threads serving connections (default: one per core but one,
+    /// which is left to the source's own thread and the kernel's network
+    /// work; at least one).
     #[arg(long, env = "TICKWIRE_THREADS")]
     pub threads: Option<usize>,
 }
 
 impl Config {
+    /// Worker threads of the connections' runtime.
+    pub fn worker_threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1))
+            })
+            .max(1)
+    }
+
     /// The universe this configuration asks for.
     pub fn universe(&self) -> Result<Universe, FeedError> {
         if let Some(count) = self.synthetic {

@@ -31,9 +31,7 @@ fn main() -> ExitCode {
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    if let Some(n) = config.threads {
-        runtime.worker_threads(n.max(1));
-    }
+    runtime.worker_threads(config.worker_threads());
     let runtime = match runtime.build() {
         Ok(r) => r,
         Err(e) => {

@@ -57,6 +57,22 @@ impl ServerError {
     }
 }
 
+/// Runs the source on a thread of its own, with its own timer: nothing the
+/// connections do (a flood of requests, thousands of writers) can delay the
+/// feed, and the source never waits for a busy worker to be scheduled.
+fn spawn_source(source: Source, hub: Arc<Hub>, shutdown: Shutdown) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("tickwire-source".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the source's runtime starts");
+            runtime.block_on(source.run(hub, shutdown));
+        })
+        .expect("the source's thread starts")
+}
+
 /// The most memory the history of `universe` can take at `depth` ticks per
 /// symbol (each frame is one allocation of [`frame_capacity`] bytes).
 fn history_bound(universe: &Universe, depth: usize) -> usize {
@@ -143,7 +159,7 @@ impl Server {
             shutdown,
         } = self;
         let tracker = TaskTracker::new();
-        let source = tokio::spawn(source.run(state.hub.clone(), shutdown.clone()));
+        let source = spawn_source(source, state.hub.clone(), shutdown.clone());
         let reporter = tokio::spawn(reporter::run(state.clone(), shutdown.clone()));
         let http = http::Http {
             state: state.clone(),
@@ -172,7 +188,7 @@ impl Server {
                 "sessions still open after the shutdown grace period; dropping them"
             );
         }
-        let _ = source.await;
+        let _ = tokio::task::spawn_blocking(move || source.join()).await;
         reporter.abort();
         tracing::info!("shut down");
     }
