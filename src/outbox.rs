@@ -44,7 +44,7 @@ use crate::close::DisconnectReason;
 use crate::feed::SymbolId;
 use crate::metrics::Metrics;
 use crate::sync::{Mutex, MutexGuard};
-use crate::tick::EncodedBatch;
+use crate::tick::{EncodedBatch, Format, TickFrame};
 use crate::wire::close_frame;
 
 /// What the server does when a client cannot keep up with its stream.
@@ -161,6 +161,7 @@ pub struct Outbox {
     state: Mutex<State>,
     limits: Limits,
     policy: Policy,
+    format: Format,
     metrics: Arc<Metrics>,
     /// This connection's slot in the session registry: the publisher's
     /// index for staging its share of a batch.
@@ -176,14 +177,87 @@ impl Outbox {
             state: Mutex::new(State::default()),
             limits,
             policy,
+            format: Format::Json,
             metrics,
             slot: AtomicU32::new(u32::MAX),
             unsubscribes: AtomicU64::new(0),
         }
     }
 
+    /// The same outbox for a connection whose ticks are encoded in `format`.
+    pub fn with_format(mut self, format: Format) -> Outbox {
+        self.format = format;
+        self
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock()
+    }
+
+    /// Whether a tick of `len` bytes of `sym` goes to the queue; if not, the
+    /// policy has dealt with it (overflow, counted, or the close).
+    fn admit(
+        &self,
+        s: &mut State,
+        sym: SymbolId,
+        len: usize,
+        ts_ns: u64,
+        bytes: impl FnOnce() -> Bytes,
+    ) -> Admit {
+        let full =
+            s.queued_msgs >= self.limits.max_msgs || s.queued_bytes + len > self.limits.max_bytes;
+        // Once a symbol has overflowed, its newer ticks must follow it there,
+        // or they would overtake it.
+        if !full && (s.overflow.is_empty() || !s.overflow.contains_key(&sym)) {
+            s.queued_msgs += 1;
+            s.queued_bytes += len;
+            return Admit::Queue;
+        }
+        match self.policy {
+            Policy::Conflate => {
+                let kept = Overflowed {
+                    bytes: bytes(),
+                    ts_ns,
+                };
+                if s.overflow.insert(sym, kept).is_some() {
+                    self.metrics.add_conflated(1);
+                } else {
+                    s.overflow_order.push(sym);
+                }
+                Admit::Overflowed
+            }
+            Policy::Disconnect => {
+                Admit::Closed(self.close_locked(s, DisconnectReason::SlowConsumer))
+            }
+        }
+    }
+
+    /// Queues one tick frame on its own (paths that have no batch to share).
+    pub fn push_frame(&self, tick: &TickFrame) -> Wakers {
+        let mut s = self.lock();
+        if s.closing.is_some() {
+            return (None, None);
+        }
+        match self.admit(&mut s, tick.sym, tick.bytes.len(), tick.ts_ns, || {
+            tick.bytes.clone()
+        }) {
+            Admit::Queue => {
+                s.queue.push_back(Outgoing {
+                    bytes: tick.bytes.clone(),
+                    kind: FrameKind::Ticks {
+                        count: 1,
+                        ts_ns: tick.ts_ns,
+                    },
+                });
+                (s.waker.take(), None)
+            }
+            Admit::Overflowed => (None, None),
+            Admit::Closed(w) => w,
+        }
     }
 
     /// The registry slot (set once, when the session registers).
@@ -228,35 +302,19 @@ impl Outbox {
         let mut run: Option<Run> = None;
         for &i in idxs {
             let f = batch.frame(i);
-            let len = f.len();
-            let full = s.queued_msgs >= self.limits.max_msgs
-                || s.queued_bytes + len > self.limits.max_bytes;
-            // Once a symbol has overflowed, its newer ticks must follow it
-            // there, or they would overtake it.
-            if full || (!s.overflow.is_empty() && s.overflow.contains_key(&f.sym)) {
-                if let Some(r) = run.take() {
-                    r.queue(&mut s, batch);
-                }
-                match self.policy {
-                    Policy::Conflate => {
-                        let kept = Overflowed {
-                            bytes: Bytes::copy_from_slice(batch.bytes(i)),
-                            ts_ns: f.ts_ns,
-                        };
-                        if s.overflow.insert(f.sym, kept).is_some() {
-                            self.metrics.add_conflated(1);
-                        } else {
-                            s.overflow_order.push(f.sym);
-                        }
-                        continue;
+            match self.admit(&mut s, f.sym, f.len(), f.ts_ns, || {
+                Bytes::copy_from_slice(batch.bytes(i))
+            }) {
+                Admit::Queue => {}
+                Admit::Overflowed => {
+                    // Frames after the gap start a new run.
+                    if let Some(r) = run.take() {
+                        r.queue(&mut s, batch);
                     }
-                    Policy::Disconnect => {
-                        return Ok(self.close_locked(&mut s, DisconnectReason::SlowConsumer));
-                    }
+                    continue;
                 }
+                Admit::Closed(w) => return Ok(w),
             }
-            s.queued_msgs += 1;
-            s.queued_bytes += len;
             match &mut run {
                 Some(r) if r.chunk == f.chunk && r.end == f.start && r.ts_ns == f.ts_ns => {
                     r.end = f.end;
@@ -466,6 +524,13 @@ impl Outbox {
         let s = self.lock();
         (s.queued_msgs + s.overflow.len(), s.queued_bytes)
     }
+}
+
+/// What the policy made of one tick.
+enum Admit {
+    Queue,
+    Overflowed,
+    Closed(Wakers),
 }
 
 /// Consecutive frames of one chunk of a batch, queued as one item.

@@ -9,10 +9,10 @@
 //! ([`tickwire_protocol::TickRef::write_json`]).
 
 use bytes::Bytes;
-use tickwire_protocol::{Decimal, TickRef};
+use tickwire_protocol::{BinaryTick, Decimal, TickRef};
 
 use crate::feed::{Instrument, SymbolId, Tick};
-use crate::wire::{finish_frame, HEAD_ROOM, OPCODE_TEXT};
+use crate::wire::{finish_frame, HEAD_ROOM, OPCODE_BINARY, OPCODE_TEXT};
 
 pub use tickwire_protocol::TickKind;
 
@@ -31,6 +31,39 @@ pub fn write_json(out: &mut Vec<u8>, tick: &Tick, ins: &Instrument, kind: TickKi
         ask: price(tick.ask),
     }
     .write_json(out);
+}
+
+/// A tick in the binary layout's terms: prices in ticks, quantity in lots.
+pub fn to_binary(tick: &Tick, ins: &Instrument, kind: TickKind) -> BinaryTick {
+    BinaryTick {
+        kind,
+        symbol_id: tick.sym,
+        seq: tick.seq,
+        ts: tick.ts_us,
+        px_ticks: tick.px / ins.tick,
+        qty_lots: tick.qty / ins.lot,
+        bid_ticks: tick.bid / ins.tick,
+        ask_ticks: tick.ask / ins.tick,
+    }
+}
+
+/// How a connection's ticks are encoded (`GET /ws?format=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// JSON text frames (the default).
+    #[default]
+    Json,
+    /// The compact binary layout of `tickwire_protocol::binary`.
+    Binary,
+}
+
+impl Format {
+    pub fn label(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Binary => "binary",
+        }
+    }
 }
 
 /// A tick encoded once for every subscriber: the frame bytes, plus what the
@@ -52,6 +85,23 @@ pub fn frame_capacity(ins: &Instrument) -> usize {
 }
 
 impl TickFrame {
+    /// The tick's frame in `format`.
+    pub fn encode_as(format: Format, tick: &Tick, ins: &Instrument, kind: TickKind) -> TickFrame {
+        match format {
+            Format::Json => TickFrame::encode(tick, ins, kind),
+            Format::Binary => {
+                let mut buf = Vec::with_capacity(HEAD_ROOM + tickwire_protocol::binary::TICK_LEN);
+                buf.resize(HEAD_ROOM, 0);
+                to_binary(tick, ins, kind).write(&mut buf);
+                TickFrame {
+                    sym: tick.sym,
+                    ts_ns: tick.ts_us * 1000,
+                    bytes: finish_frame(buf, OPCODE_BINARY),
+                }
+            }
+        }
+    }
+
     pub fn encode(tick: &Tick, ins: &Instrument, kind: TickKind) -> TickFrame {
         let mut buf = Vec::with_capacity(frame_capacity(ins));
         buf.resize(HEAD_ROOM, 0);
@@ -105,6 +155,30 @@ impl EncodedBatch {
     pub fn clear(&mut self) {
         self.chunks.clear();
         self.frames.clear();
+    }
+
+    /// Appends the binary frame of `tick` (56 bytes of payload: the 2-byte
+    /// header always fits).
+    pub fn encode_binary(&mut self, tick: &Tick, ins: &Instrument) {
+        if self.building.len() + 2 + tickwire_protocol::binary::TICK_LEN > CHUNK_BYTES {
+            self.seal_chunk();
+        }
+        if self.building.capacity() == 0 {
+            self.building.reserve(CHUNK_BYTES);
+        }
+        let start = self.building.len();
+        self.building.extend_from_slice(&[
+            0x80 | OPCODE_BINARY,
+            tickwire_protocol::binary::TICK_LEN as u8,
+        ]);
+        to_binary(tick, ins, TickKind::Tick).write(&mut self.building);
+        self.frames.push(FrameAt {
+            sym: tick.sym,
+            chunk: self.chunks.len() as u32,
+            start: start as u32,
+            end: self.building.len() as u32,
+            ts_ns: tick.ts_us * 1000,
+        });
     }
 
     /// Appends the frame of `tick`.
@@ -204,6 +278,36 @@ mod tests {
         );
         let back = TickMsg::parse(&f.bytes[2..]).unwrap();
         assert_eq!((back.seq, back.px), (1042, Decimal::new(18723, 2)));
+    }
+
+    #[test]
+    fn binary_frames_carry_ticks_and_lots() {
+        let u = Universe::demo();
+        let id = u.id_of("AAPL").unwrap();
+        let t = Tick {
+            sym: id,
+            seq: 9,
+            ts_us: 5,
+            px: 18723,
+            qty: 300,
+            bid: 18722,
+            ask: 18724,
+        };
+        let f = TickFrame::encode_as(Format::Binary, &t, u.get(id), TickKind::Snapshot);
+        assert_eq!(&f.bytes[..2], &[0x82, 56]);
+        let b = BinaryTick::parse(&f.bytes[2..]).unwrap();
+        assert_eq!(
+            (b.symbol_id, b.seq, b.px_ticks, b.qty_lots),
+            (id, 9, 18723, 300)
+        );
+        assert_eq!(b.kind, TickKind::Snapshot);
+        let mut batch = EncodedBatch::default();
+        batch.encode_binary(&t, u.get(id));
+        batch.seal();
+        assert_eq!(
+            &batch.bytes(0)[2..],
+            &TickFrame::encode_as(Format::Binary, &t, u.get(id), TickKind::Tick).bytes[2..]
+        );
     }
 
     #[test]

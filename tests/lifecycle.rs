@@ -32,6 +32,7 @@ async fn pings_keep_answering_clients_and_the_idle_are_closed() {
             Msg::Ping => silent_pings += 1,
             Msg::Close(code, reason) => break (code, reason),
             Msg::Json(v) => panic!("unexpected {v}"),
+            Msg::Binary(t) => panic!("unexpected binary tick {t:?}"),
         }
     };
     assert_eq!(close, (1001, "idle timeout".to_string()));

@@ -330,6 +330,7 @@ async fn error_storms_are_rate_limited_then_closed_with_1008() {
             Msg::Json(v) => codes.push(v["code"].as_str().unwrap().to_string()),
             Msg::Close(code, reason) => break (code, reason),
             Msg::Ping => {}
+            Msg::Binary(t) => panic!("unexpected binary tick {t:?}"),
         }
     };
     assert_eq!(close, (1008, "too many errors".to_string()));

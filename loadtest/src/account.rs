@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use tickwire_protocol::tick::{scan, Scanned as Msg};
+use tickwire_protocol::{BinaryTick, TickKind};
 
 /// Largest latency or connect time recorded; larger values are clamped.
 pub const HIST_MAX_NS: u64 = 60_000_000_000;
@@ -225,12 +226,65 @@ impl WorkerStats {
         measuring: bool,
         record_latency: bool,
     ) {
+        self.on_message(
+            seqs,
+            scan(payload),
+            frame_len,
+            now_ns,
+            measuring,
+            record_latency,
+        );
+    }
+
+    /// Accounts one binary frame: a tick of tickwire's binary layout
+    /// (`?format=binary`); symbols are told apart by their numeric id.
+    #[inline]
+    pub fn on_binary(
+        &mut self,
+        seqs: &mut SeqTracker,
+        payload: &[u8],
+        frame_len: usize,
+        now_ns: u64,
+        measuring: bool,
+        record_latency: bool,
+    ) {
+        let id;
+        let msg = match BinaryTick::parse(payload) {
+            Ok(t) => {
+                id = t.symbol_id.to_le_bytes();
+                match t.kind {
+                    TickKind::Tick => Msg::Tick {
+                        sym: &id,
+                        seq: t.seq,
+                        ts: t.ts,
+                    },
+                    TickKind::Snapshot => Msg::Snapshot {
+                        sym: &id,
+                        seq: t.seq,
+                    },
+                }
+            }
+            Err(_) => Msg::Other,
+        };
+        self.on_message(seqs, msg, frame_len, now_ns, measuring, record_latency);
+    }
+
+    #[inline]
+    fn on_message(
+        &mut self,
+        seqs: &mut SeqTracker,
+        msg: Msg<'_>,
+        frame_len: usize,
+        now_ns: u64,
+        measuring: bool,
+        record_latency: bool,
+    ) {
         let mut c = Counters {
             msgs: 1,
             bytes: frame_len as u64,
             ..Counters::default()
         };
-        match scan(payload) {
+        match msg {
             Msg::Tick { sym, seq, ts } => {
                 c.ticks = 1;
                 let id = self.symbols.id(sym);

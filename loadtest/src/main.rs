@@ -57,6 +57,10 @@ struct Cli {
     /// Override: slow-consumer policy asked for in the URL (conflate|disconnect; "" for none).
     #[arg(long)]
     policy: Option<String>,
+
+    /// Override: tick encoding asked for in the URL (json|binary; "" for none).
+    #[arg(long)]
+    format: Option<String>,
     /// Override: warm-up seconds before measuring.
     #[arg(long)]
     warmup: Option<f64>,
@@ -124,6 +128,9 @@ fn real_main() -> anyhow::Result<()> {
     }
     if let Some(v) = cli.policy.clone() {
         l.policy = v;
+    }
+    if let Some(v) = cli.format.clone() {
+        l.format = v;
     }
     if let Some(v) = cli.warmup {
         l.warmup_secs = v;

@@ -32,6 +32,8 @@ pub struct RunPlan {
     pub subscribe: SymbolSet,
     pub stall_subscribe: SymbolSet,
     pub policy: String,
+    /// `format` query parameter (empty: none).
+    pub format: String,
     /// Universe size and per-symbol rate of the server's feed (for
     /// first/random subscriptions and the offered load).
     pub server_symbols: u32,
@@ -89,6 +91,9 @@ pub fn run(plan: &RunPlan, watch: Option<&ServerWatch>) -> anyhow::Result<RunRep
         eprintln!("warning: {w}");
     }
     let mut target = Target::parse(&plan.url)?;
+    if !plan.format.is_empty() {
+        target = target.with_query("format", &plan.format);
+    }
     if !plan.policy.is_empty() {
         target = target.with_query("policy", &plan.policy);
     }
@@ -358,6 +363,7 @@ fn into_report(
         subscribe: plan.subscribe.clone().into(),
         stall_subscribe: plan.stall_subscribe.clone().into(),
         policy: plan.policy.clone(),
+        format: plan.format.clone(),
         server_symbols: plan.server_symbols,
         server_rate: plan.server_rate,
         offered_msgs_per_sec: offered,

@@ -72,6 +72,8 @@ pub struct RunReport {
     pub subscribe: String,
     pub stall_subscribe: String,
     pub policy: String,
+    #[serde(default)]
+    pub format: String,
     pub server_symbols: u32,
     pub server_rate: f64,
     /// Ticks/s the feed offers to all reading clients together.

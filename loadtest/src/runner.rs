@@ -78,6 +78,7 @@ fn one(
             .clone()
             .unwrap_or(sc.load.subscribe.clone()),
         policy: sc.load.policy.clone(),
+        format: sc.load.format.clone(),
         server_symbols: sc.server.symbols,
         server_rate: rate,
         warmup: Duration::from_secs_f64(sc.load.warmup_secs),

@@ -61,6 +61,10 @@ pub struct Load {
     /// Sent as the `policy` query parameter; empty sends none.
     #[serde(default)]
     pub policy: String,
+    /// Sent as the `format` query parameter (`binary` for tickwire's binary
+    /// ticks); empty sends none.
+    #[serde(default)]
+    pub format: String,
     /// Share of the connections that stop reading after subscribing.
     #[serde(default)]
     pub stall_fraction: f64,

@@ -62,6 +62,7 @@ async fn short_run_is_complete_and_matches_server_counts() {
         subscribe: SymbolSet::First(5),
         stall_subscribe: SymbolSet::All,
         policy: "conflate".into(),
+        format: String::new(),
         server_symbols: 20,
         server_rate: 100.0,
         warmup: Duration::from_millis(300),

@@ -14,6 +14,7 @@
 //! - [`message`]: [`ServerMessage`], any text message from the server.
 //! - [`http`]: bodies of the HTTP endpoints that carry ticks
 //!   ([`HistoryPage`]).
+//! - [`binary`]: the compact binary layout of ticks (`?format=binary`).
 //! - [`decimal`]: exact fixed-point decimals; prices never carry float noise.
 //! - [`codes`]: [`ErrorCode`] (the `code` of `error` replies) and [`Close`]
 //!   (close codes with their reason texts, and whether a client should
@@ -23,6 +24,7 @@
 //! `&mut [u8]` (the frame's own bytes are the scratch space) and, on the
 //! server's hot paths, a reusable [`simd_json::Buffers`].
 
+pub mod binary;
 pub mod codes;
 pub mod decimal;
 pub mod http;
@@ -31,6 +33,7 @@ pub mod reply;
 pub mod request;
 pub mod tick;
 
+pub use binary::BinaryTick;
 pub use codes::{Close, ErrorCode};
 pub use decimal::Decimal;
 pub use http::HistoryPage;

@@ -83,6 +83,7 @@ mod tests {
                 max_message: 4096,
                 history: 1024,
                 policy: "conflate".into(),
+                format: "json".into(),
             }),
             Reply::Subscribed {
                 id: Some(Id::Int(7)),
@@ -106,6 +107,7 @@ mod tests {
             Reply::Symbols {
                 id: None,
                 symbols: vec![SymbolInfo {
+                    id: 7,
                     sym: "EURUSD".into(),
                     name: "Euro".into(),
                     class: AssetClass::Fx,

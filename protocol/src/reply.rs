@@ -95,6 +95,8 @@ pub struct Welcome {
     pub history: usize,
     /// This connection's slow-consumer policy: `conflate` or `disconnect`.
     pub policy: String,
+    /// How this connection's ticks are encoded: `json` or `binary`.
+    pub format: String,
 }
 
 /// Kind of instrument.
@@ -110,6 +112,8 @@ pub enum AssetClass {
 /// Static data of one instrument, as `/api/symbols` and the `symbols` op give it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SymbolInfo {
+    /// The symbol's number, as binary ticks name it (`?format=binary`).
+    pub id: u32,
     pub sym: String,
     pub name: String,
     pub class: AssetClass,

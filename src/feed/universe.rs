@@ -264,9 +264,9 @@ impl Universe {
 
     /// Every instrument's static data, as the protocol describes it.
     pub fn symbol_infos(&self) -> Vec<SymbolInfo> {
-        self.instruments
-            .iter()
-            .map(|i| SymbolInfo {
+        self.iter()
+            .map(|(id, i)| SymbolInfo {
+                id,
                 sym: i.symbol.clone(),
                 name: i.name.clone(),
                 class: i.class,

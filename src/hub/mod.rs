@@ -31,12 +31,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 pub use sessions::Sessions;
+use tickwire_protocol::TickMsg;
 
 use crate::feed::{SymbolId, Tick, Universe};
 use crate::metrics::Metrics;
 use crate::outbox::{Fenced, FrameKind, Outbox, Wakers};
 use crate::sync::MutexGuard;
-use crate::tick::{EncodedBatch, TickFrame, TickKind};
+use crate::tick::{EncodedBatch, Format, TickFrame, TickKind};
 use history::Replay;
 use topic::{Subscriber, Topic, TopicState};
 
@@ -132,6 +133,7 @@ impl Hub {
             .map(|t| &**t.as_ref().expect("locked"))
             .collect();
 
+        let format = outbox.format();
         let mut queue = outbox.subscribing();
         let (mut msgs_left, mut bytes_left) = queue.room();
         let mut snapshots: Vec<Option<Bytes>> = Vec::with_capacity(starts.len());
@@ -139,7 +141,8 @@ impl Hub {
         for (&(sym, start), topic) in starts.iter().zip(&topics) {
             let snapshot = || {
                 topic.latest.map(|t| {
-                    TickFrame::encode(&t, self.universe.get(sym), TickKind::Snapshot).bytes
+                    TickFrame::encode_as(format, &t, self.universe.get(sym), TickKind::Snapshot)
+                        .bytes
                 })
             };
             match start {
@@ -150,7 +153,11 @@ impl Hub {
                 Start::After(seq) => {
                     let fits = match topic.history.after(seq, topic.latest_seq()) {
                         Replay::Recovered(frames) => {
-                            let (n, b) = (frames.len(), frames.bytes());
+                            let n = frames.len();
+                            let b = match format {
+                                Format::Json => frames.bytes(),
+                                Format::Binary => n * BINARY_FRAME_LEN,
+                            };
                             let fits = n <= msgs_left && b <= bytes_left;
                             if fits {
                                 msgs_left -= n;
@@ -181,7 +188,14 @@ impl Hub {
                     if let Replay::Recovered(frames) = topic.history.after(seq, topic.latest_seq())
                     {
                         replayed += frames.len() as u64;
-                        queue.push_replay(frames.iter());
+                        match format {
+                            Format::Json => queue.push_replay(frames.iter()),
+                            Format::Binary => {
+                                let binary: Vec<Bytes> =
+                                    frames.iter().map(|f| self.binary_replay(f)).collect();
+                                queue.push_replay(binary.iter());
+                            }
+                        }
                     }
                 }
                 _ => {
@@ -193,11 +207,15 @@ impl Hub {
         }
         drop(queue);
         drop(topics);
-        for t in locked.iter_mut() {
+        let binary = outbox.format() == Format::Binary;
+        for (t, &(sym, _)) in locked.iter_mut().zip(starts) {
             t.as_mut().expect("locked").subscribers.push(Subscriber {
                 slot: outbox.slot(),
                 outbox: outbox.clone(),
             });
+            if binary {
+                self.topics[sym as usize].count_binary(1);
+            }
         }
         drop(locked);
         self.metrics.count_resumes(&recovered, replayed);
@@ -218,6 +236,9 @@ impl Hub {
                 .position(|s| Arc::ptr_eq(&s.outbox, outbox))
             {
                 topic.subscribers.swap_remove(i);
+                if outbox.format() == Format::Binary {
+                    self.topics[sym as usize].count_binary(-1);
+                }
                 removed += 1;
             }
         }
@@ -225,6 +246,34 @@ impl Hub {
         self.metrics
             .subscriptions
             .fetch_sub(removed, Ordering::Relaxed);
+    }
+
+    /// A history frame (JSON, as sent live) in the binary layout, for a
+    /// binary client that resumes: history keeps one form only, and
+    /// resumes are rare next to live ticks.
+    fn binary_replay(&self, json_frame: &Bytes) -> Bytes {
+        let t =
+            TickMsg::parse(crate::wire::payload(json_frame)).expect("history holds our own ticks");
+        let sym = self
+            .universe
+            .id_of(&t.sym)
+            .expect("a symbol of this universe");
+        let ins = self.universe.get(sym);
+        let units = |d: tickwire_protocol::Decimal, scale: u32| {
+            d.rescale(scale as u8)
+                .expect("on the instrument's grid")
+                .units()
+        };
+        let tick = Tick {
+            sym,
+            seq: t.seq,
+            ts_us: t.ts,
+            px: units(t.px, ins.price_decimals),
+            qty: units(t.qty, ins.qty_decimals),
+            bid: units(t.bid, ins.price_decimals),
+            ask: units(t.ask, ins.price_decimals),
+        };
+        TickFrame::encode_as(Format::Binary, &tick, ins, TickKind::Tick).bytes
     }
 
     /// The latest tick of a symbol, if it has traded.
@@ -267,7 +316,12 @@ pub struct HistoryPage {
 pub struct Publisher {
     hub: Arc<Hub>,
     ticks: Vec<Tick>,
+    /// Every tick's JSON frame.
     batch: EncodedBatch,
+    /// Binary frames of the ticks whose topics have binary subscribers.
+    binary: EncodedBatch,
+    /// Per tick, its frame in `binary` (or [`NOT_ENCODED`]).
+    binary_at: Vec<u32>,
     /// Each connection's share of the batch, by registry slot.
     stage: Vec<Stage>,
     /// Slots with a share in this batch.
@@ -290,6 +344,8 @@ impl Publisher {
             hub,
             ticks: Vec::with_capacity(1024),
             batch: EncodedBatch::default(),
+            binary: EncodedBatch::default(),
+            binary_at: Vec::new(),
             stage: Vec::new(),
             touched: Vec::new(),
             writers: Vec::new(),
@@ -332,22 +388,50 @@ impl Publisher {
     fn stage(&mut self) {
         let hub = &*self.hub;
         self.batch.clear();
+        self.binary.clear();
+        self.binary_at.clear();
         for t in &self.ticks {
-            self.batch.encode(t, hub.universe.get(t.sym));
+            let ins = hub.universe.get(t.sym);
+            self.batch.encode(t, ins);
+            // The binary form only for topics that have binary subscribers.
+            let topic = &hub.topics[t.sym as usize];
+            self.binary_at.push(if topic.has_binary_subscribers() {
+                self.binary.encode_binary(t, ins);
+                self.binary.len() as u32 - 1
+            } else {
+                NOT_ENCODED
+            });
         }
         self.batch.seal();
+        self.binary.seal();
         for (i, tick) in self.ticks.iter().enumerate() {
             let i = i as u32;
             let mut topic = hub.topics[tick.sym as usize].lock();
             topic.latest = Some(*tick);
             topic.history.push(tick.seq, self.batch.bytes(i));
             for sub in &topic.subscribers {
-                if sub.slot == u32::MAX {
-                    // Not registered (only in tests and benchmarks): no slot
-                    // to stage by; deliver directly, under the topic lock.
-                    if let Ok(w) = sub.outbox.push_batch(&self.batch, &[i], None) {
-                        push_wakers(&mut self.writers, w);
-                    }
+                let (batch, at) = match sub.outbox.format() {
+                    Format::Json => (&self.batch, i),
+                    Format::Binary => (&self.binary, self.binary_at[i as usize]),
+                };
+                if sub.slot == u32::MAX || at == NOT_ENCODED {
+                    // Not registered (only tests and benchmarks), or a binary
+                    // subscriber that arrived after the batch was encoded:
+                    // deliver this one directly, under the topic lock.
+                    let w = if at == NOT_ENCODED {
+                        let ins = hub.universe.get(tick.sym);
+                        sub.outbox.push_frame(&TickFrame::encode_as(
+                            Format::Binary,
+                            tick,
+                            ins,
+                            TickKind::Tick,
+                        ))
+                    } else {
+                        sub.outbox
+                            .push_batch(batch, &[at], None)
+                            .unwrap_or_default()
+                    };
+                    push_wakers(&mut self.writers, w);
                     continue;
                 }
                 let slot = sub.slot as usize;
@@ -366,13 +450,15 @@ impl Publisher {
                         // The slot changed hands within this batch (a session
                         // ended, another took its slot): deliver this one
                         // directly, under the topic lock.
-                        if let Ok(w) = sub.outbox.push_batch(&self.batch, &[i], None) {
-                            push_wakers(&mut self.writers, w);
-                        }
+                        let w = sub
+                            .outbox
+                            .push_batch(batch, &[at], None)
+                            .unwrap_or_default();
+                        push_wakers(&mut self.writers, w);
                         continue;
                     }
                 }
-                st.frames.push(i);
+                st.frames.push(at);
             }
         }
     }
@@ -383,21 +469,25 @@ impl Publisher {
         for slot in self.touched.drain(..) {
             let st = &mut self.stage[slot as usize];
             let outbox = st.outbox.take().expect("touched slots are staged");
-            match outbox.push_batch(&self.batch, &st.frames, Some(st.unsubscribes)) {
+            let batch = match outbox.format() {
+                Format::Json => &self.batch,
+                Format::Binary => &self.binary,
+            };
+            match outbox.push_batch(batch, &st.frames, Some(st.unsubscribes)) {
                 Ok(w) => push_wakers(&mut self.writers, w),
                 Err(Fenced) => {
                     // An unsubscribe overtook the batch: deliver what is
                     // still subscribed tick by tick, under each topic's
                     // lock, where the unsubscribe cannot interleave.
                     for &i in &st.frames {
-                        let sym = self.batch.frame(i).sym;
+                        let sym = batch.frame(i).sym;
                         let topic = hub.topics[sym as usize].lock();
                         if topic
                             .subscribers
                             .iter()
                             .any(|s| Arc::ptr_eq(&s.outbox, &outbox))
                         {
-                            if let Ok(w) = outbox.push_batch(&self.batch, &[i], None) {
+                            if let Ok(w) = outbox.push_batch(batch, &[i], None) {
                                 push_wakers(&mut self.writers, w);
                             }
                         }
@@ -408,6 +498,12 @@ impl Publisher {
         }
     }
 }
+
+/// Bytes of a binary tick frame (header and payload).
+const BINARY_FRAME_LEN: usize = 2 + tickwire_protocol::binary::TICK_LEN;
+
+/// A tick with no binary frame in the batch.
+const NOT_ENCODED: u32 = u32::MAX;
 
 fn push_wakers(writers: &mut Vec<Waker>, (a, b): Wakers) {
     writers.extend(a);

@@ -1,5 +1,6 @@
 //! One symbol's topic: who follows it, and its latest tick.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::history::History;
@@ -35,6 +36,9 @@ impl TopicState {
 /// lock (there is no global one).
 pub(super) struct Topic {
     state: Mutex<TopicState>,
+    /// Subscribers that take binary frames; read without the lock, to know
+    /// whether a tick needs its binary form at all.
+    binary_subscribers: AtomicUsize,
 }
 
 impl Topic {
@@ -45,6 +49,21 @@ impl Topic {
                 latest: None,
                 history: History::new(history),
             }),
+            binary_subscribers: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn has_binary_subscribers(&self) -> bool {
+        self.binary_subscribers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Counts a binary subscriber in (`+1`) or out (`-1`); call with the
+    /// lock held, as the subscriber list changes.
+    pub fn count_binary(&self, delta: isize) {
+        if delta > 0 {
+            self.binary_subscribers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.binary_subscribers.fetch_sub(1, Ordering::Relaxed);
         }
     }
 

@@ -19,6 +19,7 @@ use crate::session::{self, Params};
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::stream::Stream;
+use crate::tick::Format;
 
 /// What every connection's HTTP service needs.
 #[derive(Clone)]
@@ -73,6 +74,13 @@ fn route<S: Stream>(mut req: Request<Incoming>, peer: SocketAddr, http: &Http) -
             }
         },
     };
+    let format = match api::query_param(query, "format") {
+        None => Format::Json,
+        Some(f) => match <Format as clap::ValueEnum>::from_str(&f, false) {
+            Ok(f) => f,
+            Err(_) => return api::error(StatusCode::BAD_REQUEST, "format must be json or binary"),
+        },
+    };
     let symbols = api::query_param(query, "symbols")
         .map(|s| api::split_symbols(&s))
         .unwrap_or_default();
@@ -87,6 +95,7 @@ fn route<S: Stream>(mut req: Request<Incoming>, peer: SocketAddr, http: &Http) -
     let state = http.state.clone();
     let params = Params {
         policy,
+        format,
         symbols,
         peer,
     };

@@ -43,6 +43,7 @@ use crate::outbox::{self, Outbox, Policy};
 use crate::state::AppState;
 use crate::stream::Stream;
 use crate::sync::Mutex;
+use crate::tick::Format;
 use clocks::Liveness;
 use writer::{write_loop, CLOSE_GRACE};
 
@@ -106,6 +107,8 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct Params {
     pub policy: Policy,
+    /// How ticks are encoded for this connection.
+    pub format: Format,
     /// Symbols named in the URL, subscribed at connect.
     pub symbols: Vec<String>,
     pub peer: SocketAddr,
@@ -155,7 +158,9 @@ pub async fn run<S: Stream>(
     let settings = state.session;
 
     let metrics = state.hub.metrics().clone();
-    let outbox = Arc::new(Outbox::new(settings.queue, params.policy, metrics.clone()));
+    let outbox = Arc::new(
+        Outbox::new(settings.queue, params.policy, metrics.clone()).with_format(params.format),
+    );
     let liveness = Liveness::new();
     let Some(session_id) = state.sessions.register(outbox.clone()) else {
         // Shutting down, so the registry refused us: close right away.

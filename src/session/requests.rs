@@ -179,6 +179,7 @@ impl Session {
                 Policy::Disconnect => "disconnect",
             }
             .to_string(),
+            format: self.outbox.format().label().to_string(),
         }));
     }
 

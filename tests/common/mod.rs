@@ -121,6 +121,8 @@ where
 #[derive(Debug)]
 pub enum Msg {
     Json(Value),
+    /// A binary tick (`?format=binary`), checked to be the documented layout.
+    Binary(tickwire_protocol::BinaryTick),
     Close(u16, String),
     Ping,
 }
@@ -216,6 +218,12 @@ impl Client {
                         return Msg::Close(code, reason);
                     }
                     OpCode::Ping => return Msg::Ping,
+                    OpCode::Binary => {
+                        return Msg::Binary(
+                            tickwire_protocol::BinaryTick::parse(&frame.payload)
+                                .expect("a binary tick of the documented layout"),
+                        )
+                    }
                     _ => {}
                 }
             }
@@ -229,6 +237,7 @@ impl Client {
             match self.next().await {
                 Msg::Json(v) => return v,
                 Msg::Ping => {}
+                Msg::Binary(b) => panic!("a binary frame on a JSON connection: {b:?}"),
                 Msg::Close(code, reason) => panic!("closed with {code} {reason}"),
             }
         }

@@ -187,6 +187,14 @@ impl Conn {
                 measuring,
                 self.record_latency,
             ),
+            frame::OP_BINARY => stats.on_binary(
+                &mut self.seqs,
+                f.payload,
+                len,
+                now_ns,
+                measuring,
+                self.record_latency,
+            ),
             frame::OP_TEXT => {
                 self.fragments.clear();
                 self.fragments.extend_from_slice(f.payload);
