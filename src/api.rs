@@ -6,6 +6,7 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 
+use crate::auth::Grant;
 use crate::hub::Hub;
 use crate::state::AppState;
 use crate::tick::{write_json, TickKind};
@@ -30,12 +31,51 @@ pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -
 #[derive(serde::Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symbols: Option<&'a [String]>,
 }
 
 /// `{"error":"..."}` with a status.
 pub fn error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = simd_json::to_vec(&ErrorBody { error: message }).expect("serializes");
-    respond(status, JSON, body)
+    error_body(
+        status,
+        ErrorBody {
+            error: message,
+            reason: None,
+            symbols: None,
+        },
+    )
+}
+
+/// `{"error":"...","reason":"..."}`: a refusal with its metric's label.
+pub fn error_with_reason(status: StatusCode, message: &str, reason: &str) -> Response<Body> {
+    error_body(
+        status,
+        ErrorBody {
+            error: message,
+            reason: Some(reason),
+            symbols: None,
+        },
+    )
+}
+
+fn error_body(status: StatusCode, body: ErrorBody<'_>) -> Response<Body> {
+    respond(status, JSON, simd_json::to_vec(&body).expect("serializes"))
+}
+
+/// 403 `{"error":"...","reason":"forbidden","symbols":[...]}`: symbols the
+/// token does not entitle its holder to.
+fn forbidden(symbols: &[String]) -> Response<Body> {
+    error_body(
+        StatusCode::FORBIDDEN,
+        ErrorBody {
+            error: "your token does not entitle you to these symbols",
+            reason: Some("forbidden"),
+            symbols: Some(symbols),
+        },
+    )
 }
 
 /// The value of query parameter `name`, percent-decoded.
@@ -54,12 +94,14 @@ pub fn split_symbols(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// Answers every request that is not a WebSocket upgrade.
+/// Answers every request that is not a WebSocket upgrade, for the holder
+/// of `grant` (everything when auth is off).
 pub fn handle(
     method: &Method,
     path: &str,
     query: Option<&str>,
     state: &AppState,
+    grant: &Grant,
 ) -> Response<Body> {
     let hub = &state.hub;
     if method != Method::GET && method != Method::HEAD {
@@ -73,24 +115,17 @@ pub fn handle(
             hub.metrics()
                 .prometheus(hub.universe().len(), state.sessions.queued()),
         ),
-        "/api/stats" => {
-            let stats = hub
-                .metrics()
-                .stats(hub.universe().len(), state.sessions.queued());
-            respond(
-                StatusCode::OK,
-                JSON,
-                simd_json::to_vec(&stats).expect("stats serialize"),
-            )
-        }
+        // Built once per metrics roll by the reporter, not per request: a
+        // flood of these costs a copy of a refcount each.
+        "/api/stats" => respond(StatusCode::OK, JSON, state.stats_body()),
         "/api/symbols" => {
             let mut body = b"{\"symbols\":".to_vec();
             body.extend_from_slice(&state.symbols_json);
             body.push(b'}');
             respond(StatusCode::OK, JSON, body)
         }
-        "/api/snapshot" => snapshot(query, hub),
-        "/api/history" => history(query, hub),
+        "/api/snapshot" => snapshot(query, hub, state.config.max_symbols, grant),
+        "/api/history" => history(query, hub, grant),
         "/ws" => error(
             StatusCode::BAD_REQUEST,
             "this endpoint speaks WebSocket: connect with a WebSocket client (Upgrade: websocket)",
@@ -106,13 +141,40 @@ pub fn handle(
 }
 
 /// `GET /api/snapshot?symbols=A,B`: the latest tick of each (all without
-/// `symbols`; each once), as `snapshot` messages; symbols that have not
-/// traded yet are left out, unknown ones listed.
-fn snapshot(query: Option<&str>, hub: &Hub) -> Response<Body> {
+/// `symbols`, or with `*`: all the token entitles to; each once), as
+/// `snapshot` messages; symbols that have not traded yet are left out,
+/// unknown ones listed. More than `max_symbols` distinct names: 400, as a
+/// WebSocket subscribe would be refused; names the token does not cover:
+/// 403 listing them.
+fn snapshot(query: Option<&str>, hub: &Hub, max_symbols: usize, grant: &Grant) -> Response<Body> {
     let universe = hub.universe();
-    let names = query_param(query, "symbols")
+    let mut names = query_param(query, "symbols")
         .map_or_else(|| vec!["*".to_string()], |list| split_symbols(&list));
-    let resolved = universe.resolve(&names);
+    // Duplicates would each cost a full tick in the answer: one each.
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    drop(seen);
+    let max = grant
+        .max_symbols
+        .map_or(max_symbols, |m| m.min(max_symbols));
+    if names.len() > max {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "more distinct symbols than --max-symbols allows in one request",
+        );
+    }
+    let mut resolved = universe.resolve(&names);
+    let refused: Vec<String> = names
+        .iter()
+        .filter(|n| *n != "*" && universe.id_of(n).is_some() && !grant.allows(n))
+        .cloned()
+        .collect();
+    if !refused.is_empty() {
+        return forbidden(&refused);
+    }
+    resolved
+        .known
+        .retain(|&id| grant.allows(&universe.get(id).symbol));
     let mut body = b"{\"snapshots\":[".to_vec();
     let mut first = true;
     for id in resolved.known {
@@ -136,7 +198,7 @@ pub const HISTORY_PAGE_MAX: usize = 1000;
 /// `GET /api/history?symbol=S[&from=SEQ][&limit=N]`: the ticks of `S` after
 /// seq `from` (default 0: all the history holds), oldest first, at most
 /// `limit` (default 100, at most [`HISTORY_PAGE_MAX`]), with the epoch.
-fn history(query: Option<&str>, hub: &Hub) -> Response<Body> {
+fn history(query: Option<&str>, hub: &Hub, grant: &Grant) -> Response<Body> {
     let Some(name) = query_param(query, "symbol") else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -149,6 +211,9 @@ fn history(query: Option<&str>, hub: &Hub) -> Response<Body> {
             "unknown symbol; /api/symbols lists them all",
         );
     };
+    if !grant.allows(&name) {
+        return forbidden(std::slice::from_ref(&name));
+    }
     let number = |key: &str, default: u64| match query_param(query, key) {
         None => Some(default),
         Some(v) => v.parse::<u64>().ok(),

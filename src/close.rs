@@ -22,10 +22,12 @@ pub enum DisconnectReason {
     ProtocolError,
     /// Error or rate-limit storms (close 1008).
     Abuse,
+    /// The token expired without a fresh one (close 4001).
+    TokenExpired,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 9] = [
+    pub const ALL: [DisconnectReason; 10] = [
         DisconnectReason::Client,
         DisconnectReason::SlowConsumer,
         DisconnectReason::IdleTimeout,
@@ -35,6 +37,7 @@ impl DisconnectReason {
         DisconnectReason::InvalidPayload,
         DisconnectReason::ProtocolError,
         DisconnectReason::Abuse,
+        DisconnectReason::TokenExpired,
     ];
 
     /// The `reason` label of `tickwire_disconnects_total`.
@@ -49,6 +52,7 @@ impl DisconnectReason {
             DisconnectReason::InvalidPayload => "invalid_utf8",
             DisconnectReason::ProtocolError => "protocol_error",
             DisconnectReason::Abuse => "abuse",
+            DisconnectReason::TokenExpired => "token_expired",
         }
     }
 
@@ -64,6 +68,7 @@ impl DisconnectReason {
             DisconnectReason::InvalidPayload => Close::InvalidPayload,
             DisconnectReason::ProtocolError => Close::ProtocolError,
             DisconnectReason::Abuse => Close::TooManyErrors,
+            DisconnectReason::TokenExpired => Close::TokenExpired,
         })
     }
 

@@ -129,6 +129,90 @@ pub struct Config {
     #[arg(long, env = "TICKWIRE_BACKLOG", default_value_t = 4096)]
     pub backlog: u32,
 
+    /// Seconds a connection has to send a complete HTTP request head (TLS
+    /// handshake included), and the most a kept-alive HTTP connection may sit
+    /// idle; slower ones are dropped.
+    #[arg(long, env = "TICKWIRE_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = secs)]
+    pub handshake_timeout: Duration,
+
+    /// Largest HTTP request head (request line and headers) in bytes; larger
+    /// ones get HTTP 431 (at least 8192).
+    #[arg(long, env = "TICKWIRE_MAX_HEADER_BYTES", default_value_t = 8192,
+          value_parser = clap::value_parser!(u32).range(8192..=1_048_576))]
+    pub max_header_bytes: u32,
+
+    /// Most connections at once that have not become WebSocket sessions yet
+    /// (plain HTTP, handshakes in progress); more are closed at accept. On
+    /// top of --max-connections, so that they cannot take its room.
+    #[arg(long, env = "TICKWIRE_MAX_PENDING", default_value_t = 1024)]
+    pub max_pending: usize,
+
+    /// Most such pending connections from one client address (0: no limit).
+    #[arg(long, env = "TICKWIRE_MAX_PENDING_PER_IP", default_value_t = 64)]
+    pub max_pending_per_ip: usize,
+
+    /// Most WebSocket (and SSE) connections from one client address at once;
+    /// more get HTTP 429 (0: no limit).
+    #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Upgrades one client address may make per second (bursts of twice
+    /// that); more get HTTP 429 (0: no limit).
+    #[arg(long, env = "TICKWIRE_HANDSHAKE_RATE", default_value_t = 50)]
+    pub handshake_rate: u32,
+
+    /// Plain HTTP requests one client address may make per second (bursts
+    /// of twice that); more get HTTP 429 (0: no limit).
+    #[arg(long, env = "TICKWIRE_REQUEST_RATE", default_value_t = 100)]
+    pub request_rate: u32,
+
+    /// Requests served on one kept-alive HTTP connection before it is
+    /// closed (bounds what one pipelining client can queue up).
+    #[arg(
+        long,
+        env = "TICKWIRE_MAX_REQUESTS_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub max_requests_per_connection: u32,
+
+    /// Load balancers and proxies (CIDRs, comma-separated) whose
+    /// X-Forwarded-For / Forwarded headers name the real client address.
+    #[arg(long, env = "TICKWIRE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Origins (besides the server's own) whose pages may open WebSockets,
+    /// comma-separated: `https://a.example`, `https://*.b.example`, or `*`
+    /// for any. Other Origins get HTTP 403; requests without one pass.
+    #[arg(long, env = "TICKWIRE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// TLS certificate chain (PEM); with --tls-key, serve HTTPS and WSS.
+    #[arg(long, env = "TICKWIRE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TICKWIRE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Turns token auth on: clients present a JWT signed HS256 with this
+    /// secret (prefer --auth-secret-file: flags show in `ps`).
+    #[arg(
+        long,
+        env = "TICKWIRE_AUTH_SECRET",
+        conflicts_with = "auth_secret_file",
+        hide_env_values = true
+    )]
+    pub auth_secret: Option<String>,
+
+    /// File holding the auth secret (surrounding whitespace is ignored).
+    #[arg(long, env = "TICKWIRE_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+
+    /// Milliseconds between the `shutdown` notice sent on SIGTERM and the
+    /// close (1001); streaming goes on meanwhile, new connections get 503.
+    #[arg(long, env = "TICKWIRE_SHUTDOWN_NOTICE", default_value_t = 2000)]
+    pub shutdown_notice: u64,
+
     /// Worker threads serving connections (default: one per core but one,
     /// which is left to the source's own thread and the kernel's network
     /// work; at least one).

@@ -36,7 +36,7 @@
 //!   every connection shares; [`stream`]: plain TCP (TLS next) as one kind
 //!   of byte stream.
 //!
-//! Beside it: [`metrics`] (counters and latency histograms recorded per
+//! Beside it: [`auth`] (tokens and entitlements), [`metrics`] (counters and latency histograms recorded per
 //! thread, rolled each second), [`clock`] (wall clock and connection clock),
 //! [`close`] (why connections end), [`config`] (every knob),
 //! [`shutdown`] (the signal), [`sync`] (the non-poisoning mutex),
@@ -50,6 +50,7 @@
 //! protocol violations a close code.
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod close;
 pub mod config;

@@ -48,15 +48,29 @@ fn main() -> ExitCode {
             }
         };
         let addr = server.local_addr();
-        println!("tickwire listening on http://{addr}");
-        println!("  dashboard  http://{addr}/");
-        println!("  websocket  ws://{addr}/ws?symbols=AAPL,MSFT");
-        println!("  metrics    http://{addr}/metrics   stats http://{addr}/api/stats");
-        let shutdown = server.shutdown_handle();
+        let (http, ws) = if server.state().config.tls_cert.is_some() {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
+        println!("tickwire listening on {http}://{addr}");
+        println!("  dashboard  {http}://{addr}/");
+        println!("  websocket  {ws}://{addr}/ws?symbols=AAPL,MSFT");
+        println!("  metrics    {http}://{addr}/metrics   stats {http}://{addr}/api/stats");
+        let goodbye = server.goodbye_handle();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("signal received; closing every connection with 1001");
-            shutdown.trigger();
+            tracing::info!("signal received; shutting down with notice (--shutdown-notice)");
+            let notice = goodbye.clone();
+            let notice = tokio::spawn(async move { notice.run().await });
+            // A second signal cuts the notice short.
+            tokio::select! {
+                _ = notice => {}
+                () = wait_for_signal() => {
+                    tracing::info!("second signal; closing every connection with 1001 now");
+                    goodbye.run().await;
+                }
+            }
         });
         server.run().await;
         ExitCode::SUCCESS

@@ -23,6 +23,11 @@ pub struct AppState {
     /// JSON array of every instrument's static data, built once (the
     /// universe never changes).
     pub symbols_json: Vec<u8>,
+    /// The `/api/stats` body, rebuilt once per metrics roll
+    /// ([`AppState::refresh_stats`]) so requests cost no computation.
+    stats: crate::sync::Mutex<Bytes>,
+    /// The token verifier when auth is on (the `auth` op needs it too).
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 impl AppState {
@@ -35,7 +40,30 @@ impl AppState {
             sessions: Sessions::default(),
             config,
             symbols_json,
+            stats: crate::sync::Mutex::new(Bytes::new()),
+            auth: None,
         }
+    }
+
+    /// Rebuilds the `/api/stats` body from the metrics as they are now.
+    pub fn refresh_stats(&self) {
+        let stats = self
+            .hub
+            .metrics()
+            .stats(self.hub.universe().len(), self.sessions.queued());
+        let body = Bytes::from(simd_json::to_vec(&stats).expect("stats serialize"));
+        *self.stats.lock() = body;
+    }
+
+    /// The `/api/stats` body as of the last roll.
+    pub fn stats_body(&self) -> Bytes {
+        let body = self.stats.lock().clone();
+        if body.is_empty() {
+            // Before the first roll.
+            self.refresh_stats();
+            return self.stats.lock().clone();
+        }
+        body
     }
 
     /// `{"type":"symbols","id":..,"symbols":[...]}` around the prebuilt

@@ -193,7 +193,20 @@ async fn connection_limit_and_bad_policy_are_refused_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_simultaneous_connects_all_get_in() {
     const N: usize = 500;
-    let server = start(&["--synthetic", "10", "--rate", "20"]).await;
+    // All from 127.0.0.1 at once: lift the per-address limits.
+    let server = start(&[
+        "--synthetic",
+        "10",
+        "--rate",
+        "20",
+        "--max-connections-per-ip",
+        "0",
+        "--handshake-rate",
+        "0",
+        "--max-pending-per-ip",
+        "0",
+    ])
+    .await;
     let addr = server.addr;
     let mut set = tokio::task::JoinSet::new();
     for i in 0..N {

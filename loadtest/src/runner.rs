@@ -34,7 +34,10 @@ pub struct Options {
 
 /// The default spawn command: the release tickwire with the scenario's feed.
 pub fn tickwire_cmd(sc: &Scenario) -> String {
-    let mut cmd = "{tickwire} --listen {listen} --synthetic {symbols} --rate {rate}".to_string();
+    let mut cmd = format!(
+        "{{tickwire}} --listen {{listen}} --synthetic {{symbols}} --rate {{rate}} {}",
+        crate::server::TICKWIRE_UNLIMITED
+    );
     for a in &sc.server.tickwire_args {
         cmd.push(' ');
         cmd.push_str(a);

@@ -137,6 +137,14 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Flags that lift tickwire's per-address limits. Every client of the
+/// harness comes from 127.0.0.1, so `--max-connections-per-ip`,
+/// `--handshake-rate`, `--max-pending-per-ip` and `--request-rate` would
+/// refuse most of a scenario's connections; a spawned tickwire gets these
+/// (and room for every connect in flight). The limits themselves are tested
+/// in the server's own tests (tests/hostile.rs).
+pub const TICKWIRE_UNLIMITED: &str = "--max-connections-per-ip 0 --handshake-rate 0 --max-pending-per-ip 0 --request-rate 0 --max-pending 65536";
+
 /// Expands a server command template: `{listen}`, `{symbols}`, `{rate}`,
 /// `{tickwire}` (the release tickwire binary next to this one).
 pub fn expand(template: &str, symbols: u32, rate: f64) -> anyhow::Result<Vec<String>> {

@@ -37,7 +37,7 @@ async fn stats(addr: SocketAddr) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_run_is_complete_and_matches_server_counts() {
-    let config = Config::parse_from([
+    let mut argv = vec![
         "tickwire",
         "--listen",
         "127.0.0.1:0",
@@ -47,7 +47,10 @@ async fn short_run_is_complete_and_matches_server_counts() {
         "100",
         "--seed",
         "3",
-    ]);
+    ];
+    // Every harness client comes from 127.0.0.1: lift the per-address limits.
+    argv.extend(tickwire_loadtest::server::TICKWIRE_UNLIMITED.split_whitespace());
+    let config = Config::parse_from(argv);
     let server = Server::bind(config).await.expect("tickwire binds");
     let addr = server.local_addr();
     let shutdown = server.shutdown_handle();

@@ -17,15 +17,26 @@ pub enum ErrorCode {
     RateLimited,
     /// The subscribe would exceed the per-connection symbol limit.
     TooManySymbols,
+    /// The token does not entitle the client to these symbols (listed in the
+    /// error's `symbols`); the entitled ones of the request were handled.
+    Forbidden,
+    /// The `auth` op's token was refused (malformed, badly signed, expired,
+    /// another `sub`); the session keeps its current token.
+    Unauthorized,
+    /// The session's token expired; close 4001 follows.
+    TokenExpired,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 5] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::UnknownSymbol,
         ErrorCode::RateLimited,
         ErrorCode::TooManySymbols,
+        ErrorCode::Forbidden,
+        ErrorCode::Unauthorized,
+        ErrorCode::TokenExpired,
     ];
 
     /// The `code` on the wire (also the label of the server's metric).
@@ -36,6 +47,9 @@ impl ErrorCode {
             ErrorCode::UnknownSymbol => "unknown_symbol",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManySymbols => "too_many_symbols",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
         }
     }
 
@@ -78,10 +92,12 @@ pub enum Close {
     TooManyErrors,
     /// 1009: a message over the size limit.
     MessageTooBig,
+    /// 4001: the session's token expired and no fresh one came (`auth` op).
+    TokenExpired,
 }
 
 impl Close {
-    pub const ALL: [Close; 8] = [
+    pub const ALL: [Close; 9] = [
         Close::Shutdown,
         Close::IdleTimeout,
         Close::ProtocolError,
@@ -90,6 +106,7 @@ impl Close {
         Close::SlowConsumer,
         Close::TooManyErrors,
         Close::MessageTooBig,
+        Close::TokenExpired,
     ];
 
     /// The close frame's status code.
@@ -101,6 +118,7 @@ impl Close {
             Close::InvalidPayload => 1007,
             Close::SlowConsumer | Close::TooManyErrors => 1008,
             Close::MessageTooBig => 1009,
+            Close::TokenExpired => 4001,
         }
     }
 
@@ -115,6 +133,7 @@ impl Close {
             Close::SlowConsumer => "slow consumer",
             Close::TooManyErrors => "too many errors",
             Close::MessageTooBig => "message too big",
+            Close::TokenExpired => "token expired",
         }
     }
 

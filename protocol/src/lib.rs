@@ -39,7 +39,7 @@ pub use decimal::Decimal;
 pub use http::HistoryPage;
 pub use message::ServerMessage;
 pub use reply::{AssetClass, Reply, SymbolInfo, Welcome};
-pub use request::{Id, Request, RequestError};
+pub use request::{Id, Request, RequestError, Token};
 pub use tick::{TickKind, TickMsg, TickRef};
 
 /// The protocol version this crate speaks.

@@ -122,7 +122,20 @@ mod tests {
                 id: Some(Id::Int(1)),
                 code: ErrorCode::RateLimited,
                 message: "slow down".into(),
+                symbols: None,
             },
+            Reply::Error {
+                id: None,
+                code: ErrorCode::Forbidden,
+                message: "not yours".into(),
+                symbols: Some(vec!["AAPL".into()]),
+            },
+            Reply::Authenticated {
+                id: Some(Id::Int(2)),
+                sub: "ann".into(),
+                exp: 1_900_000_000,
+            },
+            Reply::Shutdown { in_ms: 2000 },
         ] {
             round_trip(ServerMessage::Reply(r));
         }
@@ -143,6 +156,7 @@ mod tests {
             id: None,
             code: ErrorCode::UnknownSymbol,
             message: "x".into(),
+            symbols: None,
         };
         assert_eq!(
             e.to_json(),

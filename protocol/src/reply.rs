@@ -53,7 +53,21 @@ pub enum Reply {
         id: Option<Id>,
         code: ErrorCode,
         message: String,
+        /// With `forbidden`: the symbols refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        symbols: Option<Vec<String>>,
     },
+    /// The answer to the `auth` op: the session now runs on the new token
+    /// (same `sub`), until its `exp` (seconds since the Unix epoch).
+    Authenticated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        sub: String,
+        exp: u64,
+    },
+    /// The server is shutting down: it goes on streaming for `in_ms`
+    /// milliseconds, then closes with 1001. Reconnect elsewhere meanwhile.
+    Shutdown { in_ms: u64 },
 }
 
 impl Reply {
@@ -69,6 +83,7 @@ impl From<RequestError> for Reply {
             id: e.id,
             code: e.code,
             message: e.message,
+            symbols: e.symbols,
         }
     }
 }

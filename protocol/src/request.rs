@@ -55,6 +55,24 @@ pub enum Request {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<Id>,
     },
+    /// A fresh token (same `sub`) for a session whose token nears its
+    /// `exp`; answered by `authenticated`, or `error` `unauthorized`.
+    Auth {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        token: Token,
+    },
+}
+
+/// A bearer token: a secret, so its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
 }
 
 /// A request that gets an `error` reply (the connection stays open).
@@ -63,6 +81,8 @@ pub struct RequestError {
     pub id: Option<Id>,
     pub code: ErrorCode,
     pub message: String,
+    /// The symbols a `forbidden` error refused.
+    pub symbols: Option<Vec<String>>,
 }
 
 impl RequestError {
@@ -71,7 +91,14 @@ impl RequestError {
             id,
             code,
             message: message.into(),
+            symbols: None,
         }
+    }
+
+    /// The same error, listing `symbols`.
+    pub fn with_symbols(mut self, symbols: Vec<String>) -> RequestError {
+        self.symbols = Some(symbols);
+        self
     }
 }
 
@@ -83,6 +110,7 @@ struct RawRequest {
     symbols: Option<Vec<String>>,
     from: Option<BTreeMap<String, u64>>,
     epoch: Option<String>,
+    token: Option<String>,
 }
 
 impl Request {
@@ -91,7 +119,8 @@ impl Request {
             Request::Subscribe { id, .. }
             | Request::Unsubscribe { id, .. }
             | Request::Symbols { id }
-            | Request::Ping { id } => id.as_ref(),
+            | Request::Ping { id }
+            | Request::Auth { id, .. } => id.as_ref(),
         }
     }
 
@@ -161,10 +190,23 @@ impl Request {
             "unsubscribe" => symbols(id).map(|(id, symbols)| Request::Unsubscribe { id, symbols }),
             "symbols" => Ok(Request::Symbols { id }),
             "ping" => Ok(Request::Ping { id }),
+            "auth" => match raw.token {
+                Some(t) if !t.is_empty() => Ok(Request::Auth {
+                    id,
+                    token: Token(t),
+                }),
+                _ => Err(RequestError::new(
+                    id,
+                    ErrorCode::BadRequest,
+                    "\"auth\" needs a \"token\": a fresh JWT",
+                )),
+            },
             other => Err(RequestError::new(
                 id,
                 ErrorCode::UnknownOp,
-                format!("unknown op \"{other}\"; ops are subscribe, unsubscribe, symbols, ping"),
+                format!(
+                    "unknown op \"{other}\"; ops are subscribe, unsubscribe, symbols, ping, auth"
+                ),
             )),
         }
     }
@@ -229,6 +271,10 @@ mod tests {
             Request::Symbols { id: None },
             Request::Ping {
                 id: Some(Id::Int(-1)),
+            },
+            Request::Auth {
+                id: Some(Id::Int(3)),
+                token: Token("a.b.c".into()),
             },
         ] {
             let json = String::from_utf8(r.to_json()).unwrap();

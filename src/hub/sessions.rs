@@ -85,6 +85,15 @@ impl Sessions {
             .fold((0, 0), |(m, b), (m1, b1)| (m + m1, b + b1))
     }
 
+    /// Queues `frame` (a reply, e.g. the shutdown notice) to every open
+    /// session, behind what each has queued.
+    pub fn notify_all(&self, frame: &bytes::Bytes) {
+        let outboxes = self.lock().outboxes();
+        for o in outboxes {
+            o.push_reply(frame.clone(), crate::outbox::FrameKind::Text);
+        }
+    }
+
     /// Refuses new sessions and closes every open one with 1001.
     pub fn close_all(&self) {
         let outboxes: Vec<_> = {

@@ -27,6 +27,7 @@ use hdrhistogram::Histogram;
 use tickwire_protocol::ErrorCode;
 
 use crate::close::DisconnectReason;
+use crate::server::admission::RejectReason;
 use crate::sync::{Mutex, MutexGuard};
 pub use stats::{Percentiles, Rates, Stats, Totals, Windowed};
 
@@ -118,7 +119,8 @@ pub struct Metrics {
     pub connections: AtomicI64,
     pub subscriptions: AtomicI64,
     pub ticks_generated: AtomicU64,
-    pub rejected_connections: AtomicU64,
+    /// Refusals by admission, by [`RejectReason`].
+    pub(crate) rejected: [AtomicU64; RejectReason::ALL.len()],
     /// Connections dropped as slow consumers still waiting for their client
     /// to read the close frame.
     pub closing_slow: AtomicI64,
@@ -145,7 +147,7 @@ impl Default for Metrics {
             connections: AtomicI64::new(0),
             subscriptions: AtomicI64::new(0),
             ticks_generated: AtomicU64::new(0),
-            rejected_connections: AtomicU64::new(0),
+            rejected: Default::default(),
             closing_slow: AtomicI64::new(0),
             resumes_recovered: AtomicU64::new(0),
             resumes_lost: AtomicU64::new(0),
@@ -192,6 +194,17 @@ impl Metrics {
         self.errors[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn count_rejected(&self, r: RejectReason) {
+        let i = RejectReason::ALL.iter().position(|x| *x == r).unwrap();
+        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals of `r` so far.
+    pub fn rejected(&self, r: RejectReason) -> u64 {
+        let i = RejectReason::ALL.iter().position(|x| *x == r).unwrap();
+        self.rejected[i].load(Ordering::Relaxed)
+    }
+
     pub fn count_disconnect(&self, r: DisconnectReason) {
         let i = DisconnectReason::ALL.iter().position(|x| *x == r).unwrap();
         self.disconnects[i].fetch_add(1, Ordering::Relaxed);
@@ -230,7 +243,16 @@ impl Metrics {
                 bytes_sent: r.total.sent.bytes_sent,
                 writes: r.total.sent.writes,
                 conflated: self.conflated.load(Ordering::Relaxed),
-                rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
+                rejected_connections: self
+                    .rejected
+                    .iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .sum(),
+                rejected: RejectReason::ALL
+                    .iter()
+                    .zip(&self.rejected)
+                    .map(|(r, c)| (r.label(), c.load(Ordering::Relaxed)))
+                    .collect(),
                 resumes_recovered: self.resumes_recovered.load(Ordering::Relaxed),
                 resumes_lost: self.resumes_lost.load(Ordering::Relaxed),
                 replayed_ticks: self.replayed_ticks.load(Ordering::Relaxed),

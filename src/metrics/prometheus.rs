@@ -70,12 +70,6 @@ impl Metrics {
                 t.conflated,
             ),
             (
-                "tickwire_rejected_connections_total",
-                "counter",
-                "WebSocket upgrades refused at the connection limit.",
-                t.rejected_connections,
-            ),
-            (
                 "tickwire_queued_messages",
                 "gauge",
                 "Frames waiting in all connections' queues.",
@@ -110,6 +104,13 @@ impl Metrics {
             let _ = writeln!(
                 o,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let _ = writeln!(o, "# HELP tickwire_rejected_connections_total Connections and requests refused before they were served, by reason.\n# TYPE tickwire_rejected_connections_total counter");
+        for (reason, n) in &t.rejected {
+            let _ = writeln!(
+                o,
+                "tickwire_rejected_connections_total{{reason=\"{reason}\"}} {n}"
             );
         }
         let _ = writeln!(o, "# HELP tickwire_disconnects_total Connections ended, by reason.\n# TYPE tickwire_disconnects_total counter");

@@ -17,7 +17,10 @@ pub struct Totals {
     pub bytes_sent: u64,
     pub writes: u64,
     pub conflated: u64,
+    /// Connections and requests refused by admission, all reasons.
     pub rejected_connections: u64,
+    /// The same by reason (`tickwire_rejected_connections_total{reason}`).
+    pub rejected: std::collections::BTreeMap<&'static str, u64>,
     /// Symbols resumed with every missed tick replayed.
     pub resumes_recovered: u64,
     /// Symbols that asked to resume but got a snapshot instead.

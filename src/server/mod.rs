@@ -3,17 +3,22 @@
 //!
 //! - [`listener`]: the listening socket; each accepted connection keeps its
 //!   peer address.
-//! - [`admission`]: the gate before a WebSocket upgrade (connection limit).
+//! - [`admission`]: every decision about who may connect: pending and
+//!   per-address limits, Origin, tokens, the shutdown notice.
+//! - [`tls`]: the TLS acceptor (`--tls-cert`, `--tls-key`).
 //! - [`http`]: HTTP/1.1 per connection, routing, the upgrade to a session.
 //! - [`reporter`]: the per-second metrics roll and the summary log line.
 //!
 //! Shutdown ([`Shutdown::trigger`]) stops accepting, closes every session with
-//! 1001, and waits (boundedly) for them to finish.
+//! 1001, and waits (boundedly) for them to finish. [`Goodbye`] comes first on
+//! SIGTERM: every session is told `{"type":"shutdown","in_ms":N}` and keeps
+//! streaming for `--shutdown-notice` while new connections get 503.
 
 pub mod admission;
 pub mod http;
 pub mod listener;
 pub mod reporter;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +37,7 @@ use crate::state::AppState;
 use crate::tick::frame_capacity;
 use admission::Admission;
 use listener::Listener;
+use tokio_rustls::TlsAcceptor;
 
 /// How long shutdown waits for sessions to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -48,6 +54,12 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Feed(#[from] FeedError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
+    #[error("{0}")]
+    Config(String),
 }
 
 impl ServerError {
@@ -88,7 +100,43 @@ pub struct Server {
     state: Arc<AppState>,
     source: Source,
     admission: Admission,
+    tls: Option<TlsAcceptor>,
     shutdown: Shutdown,
+}
+
+/// The goodbye with notice (SIGTERM): tell every client, keep streaming for
+/// `--shutdown-notice` while refusing newcomers with 503, then shut down.
+#[derive(Clone)]
+pub struct Goodbye {
+    state: Arc<AppState>,
+    admission: Admission,
+    shutdown: Shutdown,
+}
+
+impl Goodbye {
+    /// Runs the notice, then triggers the shutdown. A second call (a second
+    /// signal) during the notice shuts down at once.
+    pub async fn run(&self) {
+        let notice = std::time::Duration::from_millis(self.state.config.shutdown_notice);
+        if notice.is_zero() || self.admission.is_draining() {
+            self.shutdown.trigger();
+            return;
+        }
+        self.admission.start_draining();
+        let frame = crate::wire::reply_frame(&tickwire_protocol::Reply::Shutdown {
+            in_ms: notice.as_millis() as u64,
+        });
+        self.state.sessions.notify_all(&frame);
+        tracing::info!(
+            "shutdown notice sent; closing every connection with 1001 in {} ms",
+            notice.as_millis()
+        );
+        tokio::select! {
+            () = tokio::time::sleep(notice) => {}
+            () = self.shutdown.triggered() => {}
+        }
+        self.shutdown.trigger();
+    }
 }
 
 impl Server {
@@ -104,7 +152,14 @@ impl Server {
                 source,
             }
         })?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        let auth = crate::auth::Auth::from_config(&config)?;
         let metrics = Arc::new(Metrics::default());
+        let admission =
+            Admission::new(&config, auth.clone(), metrics.clone()).map_err(ServerError::Config)?;
         let history = config.history as usize;
         let history_mib = history_bound(&universe, history) as f64 / (1 << 20) as f64;
         let hub = Arc::new(Hub::new(
@@ -124,11 +179,14 @@ impl Server {
             "history: {history} ticks per symbol, at most {history_mib:.1} MiB for {} symbols (--history)",
             hub.universe().len()
         );
+        let mut state = AppState::new(hub, config);
+        state.auth = auth;
         Ok(Server {
             listener,
-            admission: Admission::new(config.max_connections, metrics),
-            state: Arc::new(AppState::new(hub, config)),
+            admission,
+            state: Arc::new(state),
             source,
+            tls,
             shutdown: Shutdown::new(),
         })
     }
@@ -139,6 +197,19 @@ impl Server {
 
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
+    }
+
+    /// The handle that shuts down with notice (what SIGTERM does).
+    pub fn goodbye_handle(&self) -> Goodbye {
+        Goodbye {
+            state: self.state.clone(),
+            admission: self.admission.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -156,14 +227,20 @@ impl Server {
             state,
             source,
             admission,
+            tls,
             shutdown,
         } = self;
         let tracker = TaskTracker::new();
         let source = spawn_source(source, state.hub.clone(), shutdown.clone());
-        let reporter = tokio::spawn(reporter::run(state.clone(), shutdown.clone()));
+        let reporter = tokio::spawn(reporter::run(
+            state.clone(),
+            admission.clone(),
+            shutdown.clone(),
+        ));
+        let handshake_timeout = state.config.handshake_timeout;
         let http = http::Http {
             state: state.clone(),
-            admission,
+            admission: admission.clone(),
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
         };
@@ -173,7 +250,30 @@ impl Server {
                 accepted = listener.accept() => accepted,
                 () = shutdown.triggered() => break,
             };
-            tokio::spawn(http::serve(stream, peer, http.clone()));
+            // Refused sockets are closed right here, before a byte is read.
+            let Ok(slot) = admission.admit_socket(peer) else {
+                continue;
+            };
+            let http = http.clone();
+            match &tls {
+                None => {
+                    tokio::spawn(http::serve(stream, peer, http, slot));
+                }
+                Some(acceptor) => {
+                    let accept = acceptor.accept(stream);
+                    let admission = admission.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(handshake_timeout, accept).await {
+                            Ok(Ok(tls)) => http::serve(tls, peer, http, slot).await,
+                            Ok(Err(e)) => {
+                                admission.count(admission::RejectReason::Tls);
+                                tracing::debug!(%peer, "tls handshake failed: {e}");
+                            }
+                            Err(_) => admission.count(admission::RejectReason::HandshakeTimeout),
+                        }
+                    });
+                }
+            }
         }
 
         drop(listener);

@@ -1,13 +1,15 @@
-//! The reporter task: rolls the metrics every second and logs a summary line
-//! every `--summary` seconds.
+//! The reporter task: rolls the metrics every second (and with them the
+//! `/api/stats` body and admission's per-address table) and logs a summary
+//! line every `--summary` seconds.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::admission::Admission;
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
 
-pub async fn run(state: Arc<AppState>, shutdown: Shutdown) {
+pub async fn run(state: Arc<AppState>, admission: Admission, shutdown: Shutdown) {
     let metrics = state.hub.metrics().clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -19,6 +21,8 @@ pub async fn run(state: Arc<AppState>, shutdown: Shutdown) {
             return;
         }
         metrics.roll();
+        state.refresh_stats();
+        admission.sweep();
         n += 1;
         if n.is_multiple_of(every) {
             let s = metrics.stats(state.hub.universe().len(), state.sessions.queued());

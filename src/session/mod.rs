@@ -36,6 +36,7 @@ use hyper_util::rt::TokioIo;
 
 pub use clocks::Clocks;
 
+use crate::auth::Grant;
 use crate::close::DisconnectReason;
 use crate::config::Config;
 use crate::feed::SymbolId;
@@ -112,6 +113,8 @@ pub struct Params {
     /// Symbols named in the URL, subscribed at connect.
     pub symbols: Vec<String>,
     pub peer: SocketAddr,
+    /// What the client's token entitles it to (everything when auth is off).
+    pub grant: Arc<Grant>,
 }
 
 /// The state the reader and writer share.
@@ -122,6 +125,38 @@ struct Session {
     liveness: Liveness,
     settings: Settings,
     state: Arc<AppState>,
+    /// The token the session runs on; the `auth` op replaces it.
+    grant: Mutex<Arc<Grant>>,
+    /// Woken when `grant` changes, so the expiry watch re-reads it.
+    regranted: tokio::sync::Notify,
+}
+
+impl Session {
+    /// The symbols limit of this session: the server's, or the token's if lower.
+    fn max_symbols(&self) -> usize {
+        let max = self.settings.limits.max_symbols;
+        self.grant.lock().max_symbols.map_or(max, |m| m.min(max))
+    }
+}
+
+/// Ends the session when its token expires: an `error` `token_expired`,
+/// then close 4001. An `auth` op with a fresh token moves the deadline.
+async fn expire_at_exp(session: Arc<Session>) {
+    loop {
+        let exp = session.grant.lock().exp;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let exp_at = Duration::from_secs(exp);
+        if exp_at <= now {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(exp_at - now) => {}
+            () = session.regranted.notified() => {}
+        }
+    }
+    session.expired();
 }
 
 /// Runs a connection whose HTTP upgrade has been answered, until it closes.
@@ -169,7 +204,7 @@ pub async fn run<S: Stream>(
         return;
     };
     metrics.connections.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(peer = %params.peer, session_id, "session open");
+    tracing::debug!(peer = %params.peer, session_id, sub = %params.grant.sub, "session open");
 
     let session = Arc::new(Session {
         outbox: outbox.clone(),
@@ -177,11 +212,22 @@ pub async fn run<S: Stream>(
         liveness,
         settings,
         state: state.clone(),
+        grant: Mutex::new(params.grant.clone()),
+        regranted: tokio::sync::Notify::new(),
     });
+    let expiry = state
+        .auth
+        .is_some()
+        .then(|| tokio::spawn(expire_at_exp(session.clone())));
     session.welcome(params.policy);
     if !params.symbols.is_empty() {
-        // Unknown names in the URL are ignored; the ack lists what was taken.
-        let _ = session.subscribe(None, &params.symbols, None, None);
+        // Unknown names in the URL are ignored; the ack lists what was
+        // taken. Symbols the token does not cover get a `forbidden` error.
+        if let Some(e) = session.subscribe(None, &params.symbols, None, None) {
+            if e.code == tickwire_protocol::ErrorCode::Forbidden {
+                session.reply(&tickwire_protocol::Reply::from(e));
+            }
+        }
     }
     let mut reader_task = tokio::spawn(reader::read_loop(read_half, leftover, session.clone()));
     let reason = write_loop(write_half, &outbox, &settings, &session.liveness).await;
@@ -200,6 +246,9 @@ pub async fn run<S: Stream>(
         reader_task.abort();
     }
 
+    if let Some(expiry) = expiry {
+        expiry.abort();
+    }
     let subs: Vec<SymbolId> = session.subscriptions.lock().drain().collect();
     state.hub.unsubscribe(&outbox, &subs);
     state.sessions.remove(session_id);

@@ -110,6 +110,7 @@ impl Requests {
                     .push_reply(session.state.symbols_reply(id.as_ref()), FrameKind::Text);
                 None
             }
+            Ok(Request::Auth { id, token }) => session.reauth(id, &token.0),
             Ok(Request::Ping { id }) => {
                 session.reply(&Reply::Pong {
                     id,
@@ -150,8 +151,17 @@ fn unknown_error(id: Option<Id>, unknown: &[String]) -> RequestError {
     )
 }
 
+fn forbidden_error(id: Option<Id>, refused: Vec<String>) -> RequestError {
+    let mut list: Vec<&str> = refused.iter().take(20).map(String::as_str).collect();
+    if refused.len() > 20 {
+        list.push("...");
+    }
+    let message = format!("not in your token's entitlement: {}", list.join(", "));
+    RequestError::new(id, ErrorCode::Forbidden, message).with_symbols(refused)
+}
+
 impl Session {
-    fn reply(&self, reply: &Reply) {
+    pub(super) fn reply(&self, reply: &Reply) {
         self.outbox
             .push_reply(wire::reply_frame(reply), FrameKind::Text);
     }
@@ -170,7 +180,7 @@ impl Session {
             version: tickwire_protocol::VERSION.to_string(),
             epoch: self.state.hub.epoch().to_string(),
             heartbeat_ms: self.settings.clocks.heartbeat.as_millis() as u64,
-            max_symbols: limits.max_symbols,
+            max_symbols: self.max_symbols(),
             control_rate: limits.control_rate,
             max_message: limits.max_message,
             history: self.state.hub.history_depth(),
@@ -195,8 +205,21 @@ impl Session {
     ) -> Option<RequestError> {
         let hub = &self.state.hub;
         let universe = hub.universe();
-        let resolved = universe.resolve(names);
-        let max = self.settings.limits.max_symbols;
+        let mut resolved = universe.resolve(names);
+        // The token's entitlement: `*` means all the holder may have; named
+        // symbols outside it are refused (and listed) while the rest go on.
+        let grant = self.grant.lock().clone();
+        let all = names.iter().any(|n| n == "*");
+        let mut refused = Vec::new();
+        resolved.known.retain(|&sym| {
+            let name = &universe.get(sym).symbol;
+            let ok = grant.allows(name);
+            if !ok && !all {
+                refused.push(name.clone());
+            }
+            ok
+        });
+        let max = self.max_symbols();
         let fresh: Vec<SymbolId> = {
             let mut subs = self.subscriptions();
             let fresh: Vec<SymbolId> = resolved
@@ -257,7 +280,78 @@ impl Session {
                 })
             });
         }
+        if !refused.is_empty() {
+            return Some(forbidden_error(id, refused));
+        }
         (!resolved.unknown.is_empty()).then(|| unknown_error(id, &resolved.unknown))
+    }
+
+    /// The `auth` op: a fresh token for the same `sub` replaces the
+    /// session's; subscriptions it no longer covers are dropped (and
+    /// listed in a `forbidden` error).
+    pub(super) fn reauth(&self, id: Option<Id>, token: &str) -> Option<RequestError> {
+        let Some(auth) = self.state.auth.clone() else {
+            return Some(RequestError::new(
+                id,
+                ErrorCode::Unauthorized,
+                "this server does not use tokens",
+            ));
+        };
+        let fresh = match auth.verify(token) {
+            Ok(g) => g,
+            Err(e) => return Some(RequestError::new(id, ErrorCode::Unauthorized, e.message())),
+        };
+        let old_sub = self.grant.lock().sub.clone();
+        if fresh.sub != old_sub {
+            return Some(RequestError::new(
+                id,
+                ErrorCode::Unauthorized,
+                "the new token is for another sub; reconnect to change who you are",
+            ));
+        }
+        let (sub, exp) = (fresh.sub.clone(), fresh.exp);
+        let fresh = std::sync::Arc::new(fresh);
+        *self.grant.lock() = fresh.clone();
+        self.regranted.notify_one();
+        let universe = self.state.hub.universe();
+        let dropped: Vec<SymbolId> = {
+            let mut subs = self.subscriptions();
+            let dropped: Vec<SymbolId> = subs
+                .iter()
+                .copied()
+                .filter(|&s| !fresh.allows(&universe.get(s).symbol))
+                .collect();
+            for s in &dropped {
+                subs.remove(s);
+            }
+            dropped
+        };
+        self.state.hub.unsubscribe(&self.outbox, &dropped);
+        self.reply(&Reply::Authenticated {
+            id: id.clone(),
+            sub,
+            exp,
+        });
+        (!dropped.is_empty()).then(|| {
+            let mut e = forbidden_error(id, self.names(&dropped));
+            e.message = format!(
+                "the new token does not cover these; unsubscribed: {}",
+                e.message
+            );
+            e
+        })
+    }
+
+    /// The token expired: say so, then close 4001 (after the error).
+    pub(super) fn expired(&self) {
+        let e = RequestError::new(
+            None,
+            ErrorCode::TokenExpired,
+            "your token expired; reconnect with a fresh one (or send {\"op\":\"auth\"} before exp)",
+        );
+        self.state.hub.metrics().count_error(e.code);
+        self.reply(&Reply::from(e));
+        self.outbox.close(DisconnectReason::TokenExpired);
     }
 
     /// Unsubscribes; no tick of those symbols follows the ack.
