@@ -302,3 +302,149 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     })
     .await
 }
+
+/// A TCP connection to `addr` from the local address `from` (any
+/// 127.0.0.0/8 address works on Linux: tests stand for many clients).
+pub async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    within(socket.connect(addr)).await.unwrap()
+}
+
+/// An HTTP response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// The head, lower-cased (status line and headers).
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = format!("{}:", name.to_ascii_lowercase());
+        self.head
+            .lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .map(str::trim)
+    }
+}
+
+/// Reads one response (head, then a `content-length` body) off `s`.
+pub async fn read_response(s: &mut TcpStream) -> RawResponse {
+    within(async {
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed before a response: {raw:?}");
+            raw.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let mut body = raw[head_end + 4..].to_vec();
+        while body.len() < len {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed inside a body");
+            body.extend_from_slice(&buf[..n]);
+        }
+        RawResponse {
+            status,
+            head,
+            body: String::from_utf8_lossy(&body[..len]).into(),
+        }
+    })
+    .await
+}
+
+/// Sends `GET path` (an upgrade if `upgrade`) with extra header lines from
+/// `from` and reads the answer.
+pub async fn request_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    path: &str,
+    upgrade: bool,
+    headers: &[(&str, &str)],
+) -> RawResponse {
+    let mut s = connect_from(from, addr).await;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    if upgrade {
+        req.push_str(
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        );
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    read_response(&mut s).await
+}
+
+/// [`request_from`] 127.0.0.1.
+pub async fn request(
+    addr: SocketAddr,
+    path: &str,
+    upgrade: bool,
+    headers: &[(&str, &str)],
+) -> RawResponse {
+    request_from([127, 0, 0, 1].into(), addr, path, upgrade, headers).await
+}
+
+impl Client {
+    /// Connects over any byte stream (TLS, a socket bound to another source
+    /// address) with extra request headers.
+    pub async fn connect_over<S>(
+        stream: S,
+        authority: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Client
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let mut req = hyper::Request::builder()
+            .uri(format!("http://{authority}{path}"))
+            .header("Host", authority)
+            .header("Upgrade", "websocket")
+            .header("Connection", "upgrade")
+            .header(
+                "Sec-WebSocket-Key",
+                fastwebsockets::handshake::generate_key(),
+            )
+            .header("Sec-WebSocket-Version", "13");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Empty::<Bytes>::new()).unwrap();
+        let (mut ws, _) = within(fastwebsockets::handshake::client(
+            &SpawnExecutor,
+            req,
+            stream,
+        ))
+        .await
+        .expect("websocket handshake");
+        ws.set_auto_close(false);
+        ws.set_auto_pong(true);
+        let mut client = Client {
+            ws,
+            welcome: Value::Null,
+        };
+        let welcome = client.json().await;
+        assert_eq!(welcome["type"], "welcome", "the first message: {welcome}");
+        client.welcome = welcome;
+        client
+    }
+}

@@ -153,6 +153,14 @@
     saveSelection();
   }
 
+  // A token in the page's own URL (?token=JWT) goes along to the server's
+  // token-protected endpoints: browsers cannot set headers on a WebSocket.
+  const TOKEN = new URLSearchParams(location.search).get("token");
+  function withToken(path) {
+    if (!TOKEN) return path;
+    return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN);
+  }
+
   // ----------------------------------------------------------- connection
   const conn = (function () {
     let ws = null;
@@ -260,7 +268,7 @@
       if (ws) { ws.onopen = ws.onclose = ws.onmessage = ws.onerror = null; try { ws.close(); } catch (e) { /* ignore */ } }
       if (state !== "reconnecting") setState("connecting");
       const proto = location.protocol === "https:" ? "wss:" : "ws:";
-      const sock = new WebSocket(proto + "//" + location.host + "/ws?policy=conflate");
+      const sock = new WebSocket(proto + "//" + location.host + withToken("/ws?policy=conflate"));
       ws = sock;
       sock.onopen = () => {
         pings.clear();
@@ -930,7 +938,7 @@
 
   // ----------------------------------------------------------------- boot
   function loadUniverse(attempt) {
-    return fetch("/api/symbols", { cache: "no-store" })
+    return fetch(withToken("/api/symbols"), { cache: "no-store" })
       .then((r) => { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
       .catch(() => new Promise((res) => setTimeout(res, Math.min(5000, 500 * Math.pow(2, attempt)))).then(() => loadUniverse(attempt + 1)));
   }
