@@ -565,7 +565,7 @@ async fn two_hundred_clients_reset_at_once() {
         })
         .await;
     for s in raw {
-        s.set_linger(Some(Duration::ZERO)).unwrap();
+        s.set_zero_linger().unwrap();
         drop(s);
     }
     server

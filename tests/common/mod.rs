@@ -32,6 +32,8 @@ pub struct TestServer {
     pub shutdown: Shutdown,
     pub hub: std::sync::Arc<Hub>,
     pub state: std::sync::Arc<AppState>,
+    /// Shutdown with notice, as SIGTERM does it.
+    pub goodbye: tickwire::server::Goodbye,
     pub task: JoinHandle<()>,
 }
 
@@ -69,6 +71,7 @@ fn serve(server: Server) -> TestServer {
         shutdown: server.shutdown_handle(),
         hub: server.hub().clone(),
         state: server.state().clone(),
+        goodbye: server.goodbye_handle(),
         task: tokio::spawn(server.run()),
     }
 }
