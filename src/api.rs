@@ -246,3 +246,71 @@ fn history(query: Option<&str>, hub: &Hub, grant: &Grant) -> Response<Body> {
     );
     respond(StatusCode::OK, JSON, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use clap::Parser;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+
+    fn state() -> AppState {
+        let config = Config::parse_from(["tickwire", "--synthetic", "4", "--max-symbols", "3"]);
+        let universe = Arc::new(config.universe().unwrap());
+        let hub = Arc::new(Hub::new(
+            universe,
+            Arc::new(Metrics::default()),
+            "e".into(),
+            16,
+        ));
+        AppState::new(hub, config)
+    }
+
+    /// Query strings built from the pieces that matter, percent-escapes
+    /// (good and broken) and noise.
+    fn query() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("symbols=".to_string()),
+            Just("symbol=".to_string()),
+            Just("from=".to_string()),
+            Just("limit=".to_string()),
+            Just("token=".to_string()),
+            Just("&".to_string()),
+            Just("=".to_string()),
+            Just(",".to_string()),
+            Just("*".to_string()),
+            Just("S0".to_string()),
+            Just("S3".to_string()),
+            Just("%2C".to_string()),
+            Just("%".to_string()),
+            Just("%ff%fe".to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("-1".to_string()),
+            "[ -~]{0,6}",
+        ];
+        proptest::collection::vec(piece, 0..30).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Any query string gets an answer from the documented set, never a
+        /// panic, and JSON errors say why.
+        #[test]
+        fn any_query_gets_a_documented_answer(q in query(), path in prop_oneof![
+            Just("/api/snapshot"), Just("/api/history"), Just("/api/symbols"),
+        ]) {
+            let state = state();
+            let r = handle(&Method::GET, path, Some(&q), &state, &Grant::everything());
+            prop_assert!([200u16, 400, 404].contains(&r.status().as_u16()), "{} {q}", r.status());
+            let names = query_param(Some(&q), "symbols").map(|s| split_symbols(&s));
+            if let Some(names) = names {
+                prop_assert!(names.iter().all(|n| !n.is_empty() && n.trim() == n));
+            }
+        }
+    }
+}

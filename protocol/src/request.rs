@@ -316,4 +316,66 @@ mod tests {
             parse(r#"{"op":"subscribe","symbols":["A"],"from":{"A":-1},"epoch":"x"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A JSON-ish text: fragments of requests glued at random, so the
+        /// parser sees near-misses as well as noise.
+        fn jsonish() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("{".to_string()),
+                Just("}".to_string()),
+                Just("[".to_string()),
+                Just("]".to_string()),
+                Just(",".to_string()),
+                Just(":".to_string()),
+                Just("\"op\"".to_string()),
+                Just("\"subscribe\"".to_string()),
+                Just("\"auth\"".to_string()),
+                Just("\"symbols\"".to_string()),
+                Just("\"from\"".to_string()),
+                Just("\"epoch\"".to_string()),
+                Just("\"token\"".to_string()),
+                Just("\"id\"".to_string()),
+                Just("null".to_string()),
+                Just("1e999".to_string()),
+                Just("-0".to_string()),
+                Just("\"\\u0000\"".to_string()),
+                "[a-zA-Z0-9*\"\\\\ ]{0,8}",
+            ];
+            proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Arbitrary bytes never panic the parser; a refusal always has a
+            /// documented code and a message.
+            #[test]
+            fn arbitrary_bytes_get_an_answer(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let mut b = bytes.clone();
+                if let Err(e) = Request::parse(&mut b, &mut simd_json::Buffers::default()) {
+                    prop_assert!(ErrorCode::ALL.contains(&e.code));
+                    prop_assert!(!e.message.is_empty());
+                }
+            }
+
+            #[test]
+            fn near_miss_json_gets_an_answer(text in jsonish()) {
+                match Request::parse_str(&text) {
+                    Ok(r) => {
+                        // What parses re-serializes to something that parses the same.
+                        let again = String::from_utf8(r.to_json()).unwrap();
+                        prop_assert_eq!(Request::parse_str(&again).unwrap(), r);
+                    }
+                    Err(e) => prop_assert!(
+                        matches!(e.code, ErrorCode::BadRequest | ErrorCode::UnknownOp),
+                        "{:?}", e
+                    ),
+                }
+            }
+        }
+    }
 }
