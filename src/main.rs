@@ -21,9 +21,10 @@ fn main() -> ExitCode {
 
     // Every connection is a file descriptor: take all the kernel allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) if (n as usize) < config.max_connections + 64 => tracing::warn!(
-            "open-file limit is {n}, below --max-connections {}; connects beyond it will fail (raise `ulimit -Hn`)",
-            config.max_connections
+        Ok(n) if (n as usize) < config.max_connections + config.max_pending + 64 => tracing::warn!(
+            "open-file limit is {n}, below --max-connections {} + --max-pending {}; connects beyond it will fail (raise `ulimit -Hn`)",
+            config.max_connections,
+            config.max_pending
         ),
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),

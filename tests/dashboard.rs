@@ -11,8 +11,9 @@
 //! (mouse and keyboard) and remove symbols through the picker and the table,
 //! reload (selection kept), the whole universe at once (frames keep coming),
 //! server stop ("reconnecting in N s") and restart on the same port (live
-//! again), a burst of removals (no rate_limited), phone width; no JavaScript
-//! errors and no server error replies throughout.
+//! again), a burst of removals (no rate_limited), phone width; then once
+//! more over HTTPS with token auth (the page's `?token=` reaches the
+//! server); no JavaScript errors and no server error replies throughout.
 //!
 //! Artifacts under `target/`: `dashboard-screenshot.png` (1280×800),
 //! `dashboard-screenshot-phone.png` (390×844), `dashboard-picker.png`,
@@ -282,8 +283,47 @@ async fn run(c: &Client) -> Res {
     dashboard_support::save_screenshot(c, "dashboard-screenshot-phone.png").await;
     no_js_errors(c).await?;
     no_server_errors(c).await?;
-
+    dashboard_support::emulate_phone(c, None).await?;
     server.stop().await;
+
+    // ---- once more over HTTPS with token auth: the page's own ?token= goes
+    // to /api/symbols and /ws (the browser accepts the test certificate).
+    let dir = std::env::temp_dir().join(format!("tickwire-dash-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into()]).map_err(|e| e.to_string())?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).map_err(|e| e.to_string())?;
+    std::fs::write(&key, ck.signing_key.serialize_pem()).map_err(|e| e.to_string())?;
+    let secret = "dashboard-test-secret-dashboard-test";
+    let server = common::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--auth-secret",
+        secret,
+    ])
+    .await;
+    let claims = json!({"sub": "dashboard", "exp": jsonwebtoken::get_current_timestamp() + 600, "symbols": ["*"]});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    c.goto(&format!(
+        "https://localhost:{}/?symbols=AAPL,MSFT&token={token}",
+        server.addr.port()
+    ))
+    .await
+    .map_err(|e| format!("goto https: {e}"))?;
+    wait_live(c).await?;
+    wait_rows(c, &["AAPL", "MSFT"]).await?;
+    wait_all_rows_update(c, "over https with a token").await?;
+    no_js_errors(c).await?;
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -190,6 +190,8 @@ impl Browser {
             }
             let caps = json!({
                 "browserName": "chrome",
+                // The HTTPS step serves a self-signed test certificate.
+                "acceptInsecureCerts": true,
                 "goog:chromeOptions": {
                     "binary": chromium,
                     "args": [
