@@ -63,6 +63,10 @@ impl Canary {
     }
 }
 
+/// The tests of this file run one at a time: they measure the whole
+/// process (open fds, RSS) and each floods the machine on its own.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const FEED: [&str; 4] = ["--synthetic", "4", "--rate", "100"];
 
 fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
@@ -92,6 +96,7 @@ async fn closed_by_server(s: &mut tokio::net::TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_headers_get_400_and_431() {
+    let _serial = SERIAL.lock().await;
     let server = start(&args(&[])).await;
     let canary = Canary::start(&server).await;
 
@@ -134,6 +139,7 @@ async fn garbage_and_oversized_headers_get_400_and_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_and_idle_floods_are_bounded_and_timed_out() {
+    let _serial = SERIAL.lock().await;
     // Each held connection is two fds in this process (client and server).
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024) as usize;
     let (idle_n, slow_n) = if limit >= 6000 {
@@ -204,6 +210,7 @@ async fn slowloris_and_idle_floods_are_bounded_and_timed_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_gets_its_share_of_connections_and_handshakes() {
+    let _serial = SERIAL.lock().await;
     let server = start(&args(&[
         "--max-connections-per-ip",
         "3",
@@ -252,6 +259,7 @@ async fn one_address_gets_its_share_of_connections_and_handshakes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_trusted_proxy_the_forwarded_address_counts() {
+    let _serial = SERIAL.lock().await;
     let server = start(&args(&[
         "--max-connections-per-ip",
         "1",
@@ -310,6 +318,7 @@ async fn behind_a_trusted_proxy_the_forwarded_address_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_origins_are_refused_with_403() {
+    let _serial = SERIAL.lock().await;
     let server = start(&args(&[])).await;
     let host = server.addr.to_string();
     let own = format!("http://{host}");
@@ -373,6 +382,7 @@ async fn foreign_origins_are_refused_with_403() {
 /// (429), the stats body is built once per roll, and the canary streams on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_request_floods_do_not_stall_the_feed() {
+    let _serial = SERIAL.lock().await;
     let server = start(&args(&[])).await;
     let canary = Canary::start(&server).await;
     let mut floods = tokio::task::JoinSet::new();
@@ -407,6 +417,7 @@ async fn pipelined_request_floods_do_not_stall_the_feed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_requests_are_deduped_and_capped() {
+    let _serial = SERIAL.lock().await;
     let server = start(&args(&["--max-symbols", "3"])).await;
     server
         .until("every symbol to have traded", |hub| {
@@ -432,6 +443,7 @@ async fn snapshot_requests_are_deduped_and_capped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_floods_and_json_bombs_cost_only_their_connection() {
+    let _serial = SERIAL.lock().await;
     let server = start(&args(&["--max-message", "4096"])).await;
     let canary = Canary::start(&server).await;
 
@@ -493,6 +505,7 @@ fn rss_kib() -> u64 {
 /// a few MiB, gone at the handshake timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_request_heads_are_bounded_in_memory() {
+    let _serial = SERIAL.lock().await;
     let server = start(&args(&["--handshake-timeout", "3"])).await;
     let canary = Canary::start(&server).await;
     let before = rss_kib();
@@ -583,6 +596,7 @@ async fn cycles(addr: std::net::SocketAddr, per_worker: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_connect_close_cycles_leak_nothing() {
+    let _serial = SERIAL.lock().await;
     let server = start(&args(&["--handshake-rate", "0", "--request-rate", "0"])).await;
     let canary = Canary::start(&server).await;
     // A first round warms the allocator's arenas and caches up; the
@@ -627,6 +641,7 @@ async fn five_thousand_connect_close_cycles_leak_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_clients_reset_at_once() {
+    let _serial = SERIAL.lock().await;
     let server = start(&args(&[])).await;
     let canary = Canary::start(&server).await;
     let mut raw = Vec::new();
