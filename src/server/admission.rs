@@ -322,7 +322,7 @@ pub struct Client {
 pub struct Admitted {
     pub client: Client,
     _slot: OwnedSemaphorePermit,
-    per_ip: Option<PerIpSlot>,
+    _per_ip: Option<PerIpSlot>,
 }
 
 /// One count in an address's `streams` or `pending`, given back on drop.
@@ -541,11 +541,6 @@ impl Admission {
         });
     }
 
-    /// Addresses tracked now (for tests and stats).
-    pub fn tracked(&self) -> usize {
-        self.inner.table.lock().len()
-    }
-
     /// The client's address: the peer's, or the one a trusted proxy names.
     pub fn client_ip<B>(&self, req: &Request<B>, peer: SocketAddr) -> IpAddr {
         if !self.is_trusted(peer.ip()) {
@@ -713,15 +708,8 @@ impl Admission {
         Ok(Admitted {
             client,
             _slot: slot,
-            per_ip,
+            _per_ip: per_ip,
         })
-    }
-}
-
-impl Admitted {
-    /// Whether this stream is counted against its address (for tests).
-    pub fn is_counted_per_ip(&self) -> bool {
-        self.per_ip.is_some()
     }
 }
 
