@@ -12,7 +12,7 @@ use tickwire::feed::{Generator, Tick, Universe};
 use tickwire::hub::{Hub, Publisher, Sessions, Start};
 use tickwire::metrics::Metrics;
 use tickwire::outbox::{Limits, Outbox, Policy};
-use tickwire::tick::{TickFrame, TickKind};
+use tickwire::tick::{EncodedBatch, TickFrame, TickKind};
 use tickwire_protocol::Request;
 
 fn main() {
@@ -90,12 +90,24 @@ fn generate(bencher: Bencher) {
     });
 }
 
-/// What the feed task does per tick with nobody subscribed: generate and
-/// encode.
+/// What the feed does per pass with nobody subscribed: generate the due
+/// ticks and encode each once into the pass's shared buffer
+/// ([`EncodedBatch`], one pass per millisecond of market time, ~1,000 ticks).
 #[divan::bench]
 fn generate_and_encode(bencher: Bencher) {
-    bench_generator(bencher, |u, t| {
-        divan::black_box(TickFrame::encode(t, u.get(t.sym), TickKind::Tick));
+    let u = Universe::synthetic(10_000, 100.0);
+    let mut gen = Generator::new(&u, 1);
+    let mut batch = EncodedBatch::default();
+    let mut now = 0u64;
+    bencher.counter(ItemsCount::new(GEN_BATCH)).bench_local(|| {
+        let mut n = 0;
+        while n < GEN_BATCH as usize {
+            now += 1_000_000;
+            batch.clear();
+            n += gen.advance(now, now / 1000, |t| batch.encode(t, u.get(t.sym)));
+            batch.seal();
+            divan::black_box(&batch);
+        }
     });
 }
 
