@@ -41,6 +41,39 @@ fn encode_tick(bencher: Bencher) {
     bencher.bench_local(|| TickFrame::encode(divan::black_box(&t), u.get(t.sym), TickKind::Tick));
 }
 
+/// A client reading one tick as JSON: the full, exact parse into a
+/// [`TickMsg`](tickwire_protocol::TickMsg) (owned symbol, exact decimals).
+#[divan::bench]
+fn client_parse_tick_json(bencher: Bencher) {
+    let (u, t) = aapl();
+    let mut json = Vec::new();
+    tickwire::tick::write_json(&mut json, &t, u.get(t.sym), TickKind::Tick);
+    bencher
+        .counter(divan::counter::BytesCount::new(json.len()))
+        .bench_local(|| tickwire_protocol::TickMsg::parse(divan::black_box(&json)).unwrap());
+}
+
+/// A client reading the sym, seq and ts of a JSON tick (what the load-test
+/// harness does: `tickwire_protocol::tick::scan`).
+#[divan::bench]
+fn client_scan_tick_json(bencher: Bencher) {
+    let (u, t) = aapl();
+    let mut json = Vec::new();
+    tickwire::tick::write_json(&mut json, &t, u.get(t.sym), TickKind::Tick);
+    bencher.bench_local(|| tickwire_protocol::tick::scan(divan::black_box(&json)));
+}
+
+/// A client reading the same tick in the binary layout (`?format=binary`).
+#[divan::bench]
+fn client_parse_tick_binary(bencher: Bencher) {
+    let (u, t) = aapl();
+    let mut bin = Vec::new();
+    tickwire::tick::to_binary(&t, u.get(t.sym), TickKind::Tick).write(&mut bin);
+    bencher
+        .counter(divan::counter::BytesCount::new(bin.len()))
+        .bench_local(|| tickwire_protocol::BinaryTick::parse(divan::black_box(&bin)).unwrap());
+}
+
 const SUBSCRIBE: &[u8] = br#"{"op":"subscribe","symbols":["AAPL","MSFT","BTC-USD"],"id":7}"#;
 
 /// A control message, simd-json with the connection's reused buffers.
