@@ -310,3 +310,104 @@ async fn a_bot_stalled_on_the_disconnect_policy_learns_why_and_resumes_with_no_h
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_dropped_by_the_watchdog_and_resumed() {
+    // Heartbeats every 200 ms: three of them missed is a stall.
+    let server = start(&["--synthetic", "2", "--rate", "200", "--heartbeat", "0.2"]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let mut client = Client::builder(&proxy.url())
+        .symbols(syms(2))
+        .backoff(5 * MS, 50 * MS)
+        .connect()
+        .unwrap();
+    let mut book = Book::default();
+    read_until(&mut client, &mut book, |_, b| b.ticks >= 50).await;
+    proxy.silence();
+    let events = read_until(&mut client, &mut book, |e, _| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    let closed = events
+        .iter()
+        .find(|e| matches!(e, Event::Closed { .. }))
+        .unwrap();
+    let Event::Closed {
+        code: 1006,
+        reason,
+        reconnecting: true,
+    } = closed
+    else {
+        panic!("{closed:?}")
+    };
+    assert!(reason.contains("no message for 600 ms"), "{reason}");
+    assert_eq!(
+        events.last().unwrap(),
+        &Event::Reconnected {
+            recovered: syms(2),
+            not_recovered: vec![],
+            epoch_changed: false
+        }
+    );
+    // What was thrown away during the silence is replayed: no hole.
+    let at = book.ticks;
+    read_until(&mut client, &mut book, |_, b| b.ticks >= at + 100).await;
+    assert!(book.gaps.is_empty(), "{:?}", book.gaps);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_reported_once_and_never_retried() {
+    let server = start(&["--synthetic", "2", "--rate", "200"]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let mut client = Client::builder(&proxy.url())
+        .symbols(["S0", "NOPE"])
+        .backoff(5 * MS, 50 * MS)
+        .connect()
+        .unwrap();
+    let mut book = Book::default();
+    let events = read_until(&mut client, &mut book, |_, b| b.ticks >= 20).await;
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Refused { .. }))
+        .collect();
+    assert!(
+        matches!(
+            refused[..],
+            [Event::Refused {
+                code: tickwire_client::ErrorCode::UnknownSymbol,
+                ..
+            }]
+        ),
+        "{refused:?}"
+    );
+    // After a reconnect the unknown name is not asked for again.
+    proxy.cut();
+    let events = read_until(&mut client, &mut book, |e, _| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    assert!(!events.iter().any(|e| matches!(e, Event::Refused { .. })));
+    assert_eq!(
+        events.last().unwrap(),
+        &Event::Reconnected {
+            recovered: vec!["S0".into()],
+            not_recovered: vec![],
+            epoch_changed: false
+        }
+    );
+    // An upgrade the server refuses (wrong path) ends the client at once.
+    let mut wrong = Client::builder(&format!("ws://{}/nope", server.addr))
+        .connect()
+        .unwrap();
+    match next(&mut wrong).await {
+        Event::Closed {
+            code: 0,
+            reason,
+            reconnecting: false,
+        } => assert!(reason.starts_with("HTTP 404"), "{reason}"),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(within(wrong.next()).await, None);
+    server.stop().await;
+}

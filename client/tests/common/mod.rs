@@ -17,6 +17,7 @@ use tickwire::hub::Hub;
 use tickwire::server::Server;
 use tickwire::shutdown::Shutdown;
 use tickwire_client::{Client, Event, TickKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -100,7 +101,7 @@ pub async fn within<F: Future>(f: F) -> F::Output {
 /// whatever was in flight is lost) or refuses new ones.
 pub struct Proxy {
     pub addr: SocketAddr,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
+    conns: Arc<Mutex<Vec<(AbortHandle, Arc<AtomicBool>)>>>,
     blocked: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -109,24 +110,20 @@ impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let conns: Arc<Mutex<Vec<(AbortHandle, Arc<AtomicBool>)>>> = Arc::default();
         let blocked = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
             let (conns, blocked) = (conns.clone(), blocked.clone());
             async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if blocked.load(Ordering::SeqCst) {
                         continue; // dropped: the client sees a reset
                     }
-                    let forward = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
+                    let silent = Arc::new(AtomicBool::new(false));
+                    let forward = tokio::spawn(forward(inbound, target, silent.clone()));
                     let mut conns = conns.lock().unwrap();
-                    conns.retain(|c| !c.is_finished());
-                    conns.push(forward.abort_handle());
+                    conns.retain(|c| !c.0.is_finished());
+                    conns.push((forward.abort_handle(), silent));
                 }
             }
         });
@@ -145,7 +142,15 @@ impl Proxy {
     /// Cuts every connection carried now.
     pub fn cut(&self) {
         for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
+            c.0.abort();
+        }
+    }
+
+    /// Every connection carried now goes silent: both stay open, but what
+    /// the server sends is thrown away (a half-dead route).
+    pub fn silence(&self) {
+        for c in self.conns.lock().unwrap().iter() {
+            c.1.store(true, Ordering::SeqCst);
         }
     }
 
@@ -153,6 +158,29 @@ impl Proxy {
     pub fn block(&self, on: bool) {
         self.blocked.store(on, Ordering::SeqCst);
     }
+}
+
+/// Carries one connection; once `silent`, drops what the server sends.
+async fn forward(mut inbound: TcpStream, target: SocketAddr, silent: Arc<AtomicBool>) {
+    let Ok(outbound) = TcpStream::connect(target).await else {
+        return;
+    };
+    let (mut from_server, mut to_server) = outbound.into_split();
+    let (mut from_client, mut to_client) = inbound.split();
+    let up = tokio::io::copy(&mut from_client, &mut to_server);
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from_server.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            if !silent.load(Ordering::SeqCst) {
+                to_client.write_all(&buf[..n]).await?;
+            }
+        }
+    };
+    let _ = tokio::join!(up, down);
 }
 
 impl Drop for Proxy {
