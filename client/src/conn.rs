@@ -17,7 +17,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tickwire_protocol::{Close, ErrorCode, Id, Reply, Request, ServerMessage, TickMsg};
+use tickwire_protocol::{
+    BinaryTick, Close, Decimal, ErrorCode, Id, Reply, Request, ServerMessage, TickMsg,
+};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -40,6 +42,9 @@ const MAX_QUEUED: usize = 64;
 /// Ticks per `/api/history` page (the server's maximum).
 const PAGE: u32 = 1000;
 
+/// Longest wait for a close frame to go out when a connection ends.
+const GOODBYE: Duration = Duration::from_secs(1);
+
 /// A rate-limited request is tried this often before it is reported.
 const TRIES: u8 = 3;
 
@@ -53,7 +58,7 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn parse(url: &str, policy: Option<&str>) -> Result<Endpoint, Error> {
+    pub(crate) fn parse(url: &str, query: &[(&str, &str)]) -> Result<Endpoint, Error> {
         let bad = || Error::BadUrl(url.to_string());
         let uri: http::Uri = url.parse().map_err(|_| bad())?;
         if uri.scheme_str() != Some("ws") {
@@ -62,10 +67,13 @@ impl Endpoint {
         let host = uri.host().ok_or_else(bad)?;
         let authority = format!("{host}:{}", uri.port_u16().unwrap_or(80));
         let mut url = url.to_string();
-        if let Some(p) = policy {
-            url.push(if uri.query().is_some() { '&' } else { '?' });
-            url.push_str("policy=");
-            url.push_str(p);
+        let mut has_query = uri.query().is_some();
+        for (key, value) in query {
+            url.push(if has_query { '&' } else { '?' });
+            has_query = true;
+            url.push_str(key);
+            url.push('=');
+            url.push_str(value);
         }
         Ok(Endpoint { url, authority })
     }
@@ -383,6 +391,7 @@ impl Task {
             sent: HashMap::new(),
             resume: None,
             max_message: welcome.max_message,
+            instruments: HashMap::new(),
             watchdog: Duration::from_millis(welcome.heartbeat_ms.max(1)).saturating_mul(3),
         };
         let plan = plan(&self.wanted, &self.tracker, welcome.max_message);
@@ -398,6 +407,15 @@ impl Task {
             conn.resume = Some(resume);
         }
         self.connected_before = true;
+        if welcome.format == "binary" {
+            // Answered before any tick: requests are handled in order.
+            conn.queue.push_back(Pending {
+                planned: Planned::Symbols,
+                added: Vec::new(),
+                resume: false,
+                tries: 0,
+            });
+        }
         for planned in plan {
             conn.queue.push_back(Pending {
                 planned,
@@ -410,15 +428,23 @@ impl Task {
             Ok(()) => self.serve(&mut conn).await,
             Err(end) => end,
         };
-        if matches!(end, End::Closed | End::Stop) {
-            let _ = conn
-                .ws
-                .close(Some(CloseFrame {
-                    code: CloseCode::Normal,
-                    reason: "".into(),
-                }))
-                .await;
-        }
+        // Say goodbye properly, but never wait long on a peer that is gone
+        // or stalled: our close frame, or the echo of the server's, which
+        // tungstenite has queued.
+        let goodbye = async {
+            if matches!(end, End::Closed | End::Stop) {
+                let _ = conn
+                    .ws
+                    .close(Some(CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "".into(),
+                    }))
+                    .await;
+            } else {
+                let _ = conn.ws.flush().await;
+            }
+        };
+        let _ = tokio::time::timeout(GOODBYE, goodbye).await;
         end
     }
 
@@ -486,6 +512,8 @@ struct Connection {
     resume: Option<Resume>,
     max_message: usize,
     watchdog: Duration,
+    /// Binary ticks' symbol ids, from the `symbols` reply (empty for JSON).
+    instruments: HashMap<u32, Instrument>,
 }
 
 fn closed(code: u16, reason: &str, reconnecting: bool) -> Event {
@@ -506,6 +534,36 @@ fn close_parts(frame: Option<CloseFrame>) -> (u16, String) {
 fn symbols_of(p: &Planned) -> &[String] {
     match p {
         Planned::Subscribe { symbols, .. } | Planned::Unsubscribe { symbols } => symbols,
+        Planned::Symbols => &[],
+    }
+}
+
+/// What a binary tick's symbol id stands for: the name, and the sizes that
+/// turn its integer prices and quantities into exact decimals.
+#[derive(Debug, Clone)]
+struct Instrument {
+    symbol: String,
+    tick_size: Decimal,
+    lot_size: Decimal,
+}
+
+/// `units × size`, exactly, if it fits.
+fn times(units: i64, size: Decimal) -> Option<Decimal> {
+    Some(Decimal::new(units.checked_mul(size.units())?, size.scale()))
+}
+
+impl Instrument {
+    fn tick(&self, b: &BinaryTick) -> Option<TickMsg> {
+        Some(TickMsg {
+            kind: b.kind,
+            sym: self.symbol.clone(),
+            seq: b.seq,
+            ts: b.ts,
+            px: times(b.px_ticks, self.tick_size)?,
+            qty: times(b.qty_lots, self.lot_size)?,
+            bid: times(b.bid_ticks, self.tick_size)?,
+            ask: times(b.ask_ticks, self.tick_size)?,
+        })
     }
 }
 
@@ -527,6 +585,9 @@ impl Task {
             Planned::Unsubscribe { symbols } => Request::Unsubscribe {
                 id: Some(Id::Int(id)),
                 symbols: symbols.clone(),
+            },
+            Planned::Symbols => Request::Symbols {
+                id: Some(Id::Int(id)),
             },
         };
         conn.pacer.take();
@@ -559,8 +620,19 @@ impl Task {
                 let (code, reason) = close_parts(f);
                 return Err(on_close(code, &reason));
             }
+            Message::Binary(b) => {
+                // A binary tick (`?format=binary`), named by the instrument
+                // list asked for before any subscribe.
+                let tick = BinaryTick::parse(&b)
+                    .ok()
+                    .and_then(|t| Some((conn.instruments.get(&t.symbol_id)?, t)))
+                    .and_then(|(i, t)| i.tick(&t));
+                if let Some(t) = tick {
+                    self.tick(t).await?;
+                }
+            }
             // Pings are answered by tungstenite on the next read or write.
-            Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
         Ok(true)
     }
@@ -674,10 +746,22 @@ impl Task {
                 }
                 self.emit(Event::Refused { code, message }).await?;
             }
-            Reply::Welcome(_)
-            | Reply::Pong { .. }
-            | Reply::Heartbeat { .. }
-            | Reply::Symbols { .. } => {}
+            Reply::Symbols { id, symbols } => {
+                if id_of(&id).and_then(|i| conn.sent.remove(&i)).is_some() {
+                    conn.instruments = symbols
+                        .into_iter()
+                        .filter_map(|s| {
+                            let instrument = Instrument {
+                                tick_size: s.tick_size.parse().ok()?,
+                                lot_size: s.lot_size.parse().ok()?,
+                                symbol: s.sym,
+                            };
+                            Some((s.id, instrument))
+                        })
+                        .collect();
+                }
+            }
+            Reply::Welcome(_) | Reply::Pong { .. } | Reply::Heartbeat { .. } => {}
         }
         Ok(())
     }
@@ -776,15 +860,54 @@ mod tests {
 
     #[test]
     fn endpoints_take_the_policy_and_refuse_what_is_not_ws() {
-        let e = Endpoint::parse("ws://127.0.0.1:9000/ws", Some("disconnect")).unwrap();
+        let e = Endpoint::parse("ws://127.0.0.1:9000/ws", &[("policy", "disconnect")]).unwrap();
         assert_eq!(e.url, "ws://127.0.0.1:9000/ws?policy=disconnect");
         assert_eq!(e.authority, "127.0.0.1:9000");
-        let e = Endpoint::parse("ws://localhost/ws?format=json", Some("conflate")).unwrap();
-        assert_eq!(e.url, "ws://localhost/ws?format=json&policy=conflate");
+        let e = Endpoint::parse(
+            "ws://localhost/ws?x=1",
+            &[("policy", "conflate"), ("format", "binary")],
+        )
+        .unwrap();
+        assert_eq!(e.url, "ws://localhost/ws?x=1&policy=conflate&format=binary");
         assert_eq!(e.authority, "localhost:80");
-        assert!(Endpoint::parse("http://h/ws", None).is_err());
-        assert!(Endpoint::parse("wss://h/ws", None).is_err());
-        assert!(Endpoint::parse("nonsense", None).is_err());
+        assert!(Endpoint::parse("http://h/ws", &[]).is_err());
+        assert!(Endpoint::parse("wss://h/ws", &[]).is_err());
+        assert!(Endpoint::parse("nonsense", &[]).is_err());
+    }
+
+    #[test]
+    fn binary_ticks_become_exact_decimals() {
+        let eurusd = Instrument {
+            symbol: "EURUSD".into(),
+            tick_size: "0.00001".parse().unwrap(),
+            lot_size: "1000".parse().unwrap(),
+        };
+        let b = BinaryTick {
+            kind: tickwire_protocol::TickKind::Tick,
+            symbol_id: 7,
+            seq: 3,
+            ts: 4,
+            px_ticks: 108_421,
+            qty_lots: 5,
+            bid_ticks: 108_420,
+            ask_ticks: 108_421,
+        };
+        let t = eurusd.tick(&b).unwrap();
+        assert_eq!(t.px.to_string(), "1.08421");
+        assert_eq!(t.qty, "5000".parse().unwrap());
+        assert_eq!((t.sym.as_str(), t.seq, t.ts), ("EURUSD", 3, 4));
+        let huge = BinaryTick {
+            px_ticks: i64::MAX,
+            ..b
+        };
+        let lots = Instrument {
+            tick_size: "10".parse().unwrap(),
+            ..eurusd
+        };
+        assert!(
+            lots.tick(&huge).is_none(),
+            "overflow is refused, not wrapped"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -175,6 +175,20 @@ impl Policy {
     }
 }
 
+/// How the server encodes ticks for this connection (`?format=`). Events
+/// are the same either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// JSON text frames (the default).
+    #[default]
+    Json,
+    /// 56-byte binary frames, half the bytes: the client asks for the
+    /// instrument list on each connection to name symbol ids and scale
+    /// prices (so the universe's `symbols` reply must fit 4 MiB, about
+    /// 25,000 symbols).
+    Binary,
+}
+
 /// Why a client could not be built or used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -194,6 +208,7 @@ pub struct ClientBuilder {
     urls: Vec<String>,
     symbols: Vec<String>,
     policy: Option<Policy>,
+    format: Format,
     event_buffer: usize,
     backoff_base: Duration,
     backoff_max: Duration,
@@ -210,6 +225,7 @@ impl ClientBuilder {
             urls: vec![url.to_string()],
             symbols: Vec::new(),
             policy: None,
+            format: Format::Json,
             event_buffer: 4096,
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(20),
@@ -241,6 +257,12 @@ impl ClientBuilder {
     /// The slow-consumer policy to ask for (default: the server's).
     pub fn policy(mut self, policy: Policy) -> ClientBuilder {
         self.policy = Some(policy);
+        self
+    }
+
+    /// How ticks travel (default [`Format::Json`]).
+    pub fn format(mut self, format: Format) -> ClientBuilder {
+        self.format = format;
         self
     }
 
@@ -303,10 +325,17 @@ impl ClientBuilder {
         if self.urls.is_empty() {
             return Err(Error::NoUrl);
         }
+        let mut query = Vec::new();
+        if let Some(p) = self.policy {
+            query.push(("policy", p.as_str()));
+        }
+        if self.format == Format::Binary {
+            query.push(("format", "binary"));
+        }
         let endpoints = self
             .urls
             .iter()
-            .map(|u| conn::Endpoint::parse(u, self.policy.map(Policy::as_str)))
+            .map(|u| conn::Endpoint::parse(u, &query))
             .collect::<Result<Vec<_>, _>>()?;
         let (events_tx, events) = mpsc::channel(self.event_buffer);
         let (commands, commands_rx) = mpsc::channel(COMMANDS);

@@ -170,6 +170,8 @@ pub(crate) enum Planned {
     Unsubscribe {
         symbols: Vec<String>,
     },
+    /// The instrument list (`?format=binary` needs it to name symbol ids).
+    Symbols,
 }
 
 /// Bytes of a request besides its symbols: `op`, `id`, the brackets and

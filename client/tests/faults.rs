@@ -411,3 +411,67 @@ async fn refusals_are_reported_once_and_never_retried() {
     assert_eq!(within(wrong.next()).await, None);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_ticks_give_the_same_events_and_resume_too() {
+    let server = start(&["--synthetic", "2", "--rate", "500"]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let mut json = Client::builder(&server.url())
+        .symbols(["S1"])
+        .connect()
+        .unwrap();
+    let mut binary = Client::builder(&proxy.url())
+        .symbols(["S1"])
+        .format(tickwire_client::Format::Binary)
+        .backoff(5 * MS, 50 * MS)
+        .connect()
+        .unwrap();
+    let ticks = |events: Vec<Event>| -> Vec<tickwire_client::Tick> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Tick(t) if t.kind == TickKind::Tick => Some(t),
+                _ => None,
+            })
+            .collect()
+    };
+    let (mut jb, mut bb) = (Book::default(), Book::default());
+    let mut from_binary = ticks(read_until(&mut binary, &mut bb, |_, b| b.ticks >= 100).await);
+    proxy.cut();
+    let events = read_until(&mut binary, &mut bb, |e, _| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    assert_eq!(
+        events.last().unwrap(),
+        &Event::Reconnected {
+            recovered: vec!["S1".into()],
+            not_recovered: vec![],
+            epoch_changed: false
+        }
+    );
+    from_binary.extend(ticks(events));
+    let upto = bb.last["S1"] + 100;
+    from_binary.extend(ticks(
+        read_until(&mut binary, &mut bb, |_, b| b.last["S1"] >= upto).await,
+    ));
+    let from_json = ticks(
+        read_until(&mut json, &mut jb, |_, b| {
+            b.last.get("S1").is_some_and(|&s| s >= upto)
+        })
+        .await,
+    );
+    // Every seq both saw is the same tick, to the last decimal.
+    let by_seq: std::collections::HashMap<u64, &tickwire_client::Tick> =
+        from_json.iter().map(|t| (t.seq, t)).collect();
+    let common: Vec<_> = from_binary
+        .iter()
+        .filter(|t| by_seq.contains_key(&t.seq))
+        .collect();
+    assert!(common.len() >= 100, "{}", common.len());
+    for t in common {
+        assert_eq!(&t, &by_seq[&t.seq]);
+    }
+    assert!(bb.gaps.is_empty() && jb.gaps.is_empty());
+    server.stop().await;
+}
