@@ -1,5 +1,5 @@
-//! tickwire-client: a [tickwire](https://example.invalid/tickwire) client for
-//! bots that must never lose a tick silently.
+//! tickwire-client: a client of the tickwire market-data server for bots
+//! that must never lose a tick silently.
 //!
 //! You say which symbols you want; the client hands you a stream of
 //! [`Event`]s and deals with everything else:
@@ -24,6 +24,8 @@
 //! - **Watchdog**: no message at all (ticks, heartbeats) for 3× the server's
 //!   `heartbeat_ms` means a silent stall: the connection is dropped and
 //!   resumed.
+//! - **JSON or binary**: [`ClientBuilder::format`] picks the wire encoding
+//!   (binary ticks are half the bytes); the events are the same.
 //! - **Refusals are reported, not retried in a loop**: an `error` reply is an
 //!   [`Event::Refused`]; unknown symbols are dropped from what the client asks
 //!   for; a protocol close (1002, 1003, 1007, 1009, 4000-4999) or an HTTP
@@ -72,8 +74,10 @@
 //! [`Policy::Disconnect`] the server drops the connection with 1008 and the
 //! client resumes from your last seq (no hole while the history covers the
 //! stall). Nothing piles up in the client. Besides that: one seq per followed
-//! symbol, at most 64 queued requests, and WebSocket messages of at most
-//! 4 MiB.
+//! symbol, at most 64 queued requests, WebSocket messages of at most 4 MiB,
+//! history pages of at most 1,000 ticks (4 MiB) fetched one at a time.
+//! Connect attempts that fail are retried with the backoff and not reported;
+//! only a connection that was up and ended gives an [`Event::Closed`].
 
 mod backoff;
 mod conn;

@@ -301,7 +301,7 @@ mod tests {
         // Seq 3 of the new run is a first tick, not a duplicate of 500.
         assert_eq!(t.see("A", 3), Seen::First);
         assert_eq!(t.see("A", 4), Seen::Next);
-        assert!(t.seqs().get("B").is_none());
+        assert!(!t.seqs().contains_key("B"));
     }
 
     #[test]

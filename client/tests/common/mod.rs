@@ -96,12 +96,16 @@ pub async fn within<F: Future>(f: F) -> F::Output {
         .expect("timed out waiting for an event")
 }
 
+/// The connections a [`Proxy`] carries: each forwarder, and whether it
+/// has gone silent.
+type Carried = Arc<Mutex<Vec<(AbortHandle, Arc<AtomicBool>)>>>;
+
 /// A TCP proxy in front of a server: forwards bytes both ways, and on
 /// command cuts every connection it carries (both sockets dropped at once,
 /// whatever was in flight is lost) or refuses new ones.
 pub struct Proxy {
     pub addr: SocketAddr,
-    conns: Arc<Mutex<Vec<(AbortHandle, Arc<AtomicBool>)>>>,
+    conns: Carried,
     blocked: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -110,7 +114,7 @@ impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let conns: Arc<Mutex<Vec<(AbortHandle, Arc<AtomicBool>)>>> = Arc::default();
+        let conns: Carried = Arc::default();
         let blocked = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
             let (conns, blocked) = (conns.clone(), blocked.clone());
