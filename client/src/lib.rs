@@ -207,6 +207,22 @@ pub enum Error {
 }
 
 /// Settings of a [`Client`]; start with [`Client::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tickwire_client::{Client, Format, Policy};
+///
+/// # async fn f() -> Result<(), tickwire_client::Error> {
+/// let client = Client::builder("ws://10.0.0.1:8080/ws")
+///     .url("ws://10.0.0.2:8080/ws") // the next reconnect goes here
+///     .symbols(["AAPL", "MSFT"])
+///     .policy(Policy::Disconnect) // every tick or a resume, never a skip
+///     .format(Format::Binary)
+///     .backoff(Duration::from_millis(100), Duration::from_secs(5))
+///     .event_buffer(1024)
+///     .connect()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     urls: Vec<String>,

@@ -5,7 +5,9 @@ The same resume logic as the Rust crate tickwire-client: remember the last
 seq of each symbol and the epoch; on every reconnect (full-jitter backoff)
 subscribe with `from` + `epoch`; drop duplicates; fetch from /api/history
 what the server could not replay; report every hole as a GAP with its exact
-seqs. Needs `pip install websockets` (>= 13).
+seqs. Needs `pip install websockets` (>= 13). Kept short: symbols are
+named (no "*") and few enough for one request under the server's 4 KiB
+message limit; the Rust crate splits big resumes and paces its requests.
 
     python3 examples/python/resume_bot.py ws://127.0.0.1:8080/ws AAPL,MSFT
 """
