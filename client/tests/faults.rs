@@ -483,3 +483,60 @@ async fn binary_ticks_give_the_same_events_and_resume_too() {
     assert!(bb.gaps.is_empty() && jb.gaps.is_empty());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_of_many_symbols_is_split_under_the_limits() {
+    // 600 symbols: one resume request would be about 21 KB, over the 4 KiB
+    // message limit (a 1009 close); it is sent as several, paced under the
+    // control rate.
+    let server = start(&["--synthetic", "600", "--rate", "4"]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let mut client = Client::builder(&proxy.url())
+        .symbols(syms(600))
+        .backoff(5 * MS, 50 * MS)
+        .connect()
+        .unwrap();
+    let mut book = Book::default();
+    read_until(&mut client, &mut book, |_, b| b.last.len() == 600).await;
+    proxy.cut();
+    let events = read_until(&mut client, &mut book, |e, _| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    let mut all = syms(600);
+    all.sort_unstable();
+    assert_eq!(
+        events.last().unwrap(),
+        &Event::Reconnected {
+            recovered: all,
+            not_recovered: vec![],
+            epoch_changed: false
+        }
+    );
+    for e in &events {
+        assert!(
+            !matches!(
+                e,
+                Event::Refused { .. }
+                    | Event::Closed {
+                        reconnecting: false,
+                        ..
+                    }
+            ),
+            "{e:?}"
+        );
+    }
+    let closes = events
+        .iter()
+        .filter(|e| matches!(e, Event::Closed { .. }))
+        .count();
+    assert_eq!(closes, 1, "one cut, one close");
+    let at = book.ticks;
+    read_until(&mut client, &mut book, |_, b| b.ticks >= at + 500).await;
+    assert!(
+        book.gaps.is_empty(),
+        "{:?}",
+        &book.gaps[..book.gaps.len().min(3)]
+    );
+    server.stop().await;
+}
