@@ -540,3 +540,42 @@ async fn a_resume_of_many_symbols_is_split_under_the_limits() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_fail_over_to_the_next_url() {
+    let server = start(&["--synthetic", "1", "--rate", "200"]).await;
+    let proxy = Proxy::start(server.addr).await;
+    // A port nobody listens on: connecting there is refused.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut client = Client::builder(&format!("ws://{dead}/ws"))
+        .url(&proxy.url())
+        .symbols(["S0"])
+        .backoff(5 * MS, 50 * MS)
+        .connect()
+        .unwrap();
+    let mut book = Book::default();
+    let events = read_until(&mut client, &mut book, |_, b| b.ticks >= 20).await;
+    assert!(events.contains(&Event::Connected {
+        url: proxy.url(),
+        epoch: server.hub.epoch().to_string()
+    }));
+    // Cut: the next try goes to the dead URL, the one after to the proxy.
+    proxy.cut();
+    let events = read_until(&mut client, &mut book, |e, _| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    assert_eq!(
+        events.last().unwrap(),
+        &Event::Reconnected {
+            recovered: vec!["S0".into()],
+            not_recovered: vec![],
+            epoch_changed: false
+        }
+    );
+    assert!(book.gaps.is_empty());
+    server.stop().await;
+}
