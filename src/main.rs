@@ -30,9 +30,20 @@ fn main() -> ExitCode {
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker (the default on 2 cores): a current-thread runtime, and the
+    // source runs on it too (Server::run), so the feed's wake-ups of the
+    // writers stay on one thread: no futex, no contended outbox locks.
+    // More workers: a multi-thread runtime and the source on its own thread.
+    // Why, with the measurements: bench/README.md, "Runtime configuration".
+    let mut runtime = match config.worker_threads() {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
     runtime.enable_all();
-    runtime.worker_threads(config.worker_threads());
     let runtime = match runtime.build() {
         Ok(r) => r,
         Err(e) => {

@@ -231,7 +231,18 @@ impl Server {
             shutdown,
         } = self;
         let tracker = TaskTracker::new();
-        let source = spawn_source(source, state.hub.clone(), shutdown.clone());
+        // On a current-thread runtime the source is one more task beside the
+        // connections (a thread of its own would wake them across threads);
+        // on a multi-thread runtime it gets its own thread, so connection
+        // work cannot delay the feed.
+        let one_thread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
+        let source = if one_thread {
+            tokio::spawn(source.run(state.hub.clone(), shutdown.clone()));
+            None
+        } else {
+            Some(spawn_source(source, state.hub.clone(), shutdown.clone()))
+        };
         let reporter = tokio::spawn(reporter::run(
             state.clone(),
             admission.clone(),
@@ -288,7 +299,9 @@ impl Server {
                 "sessions still open after the shutdown grace period; dropping them"
             );
         }
-        let _ = tokio::task::spawn_blocking(move || source.join()).await;
+        if let Some(source) = source {
+            let _ = tokio::task::spawn_blocking(move || source.join()).await;
+        }
         reporter.abort();
         tracing::info!("shut down");
     }
