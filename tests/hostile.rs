@@ -32,17 +32,20 @@ impl Canary {
             let mut check = SeqCheck::default();
             let mut last = Instant::now();
             let mut max_gap = Duration::ZERO;
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    v = c.json() => {
-                        max_gap = max_gap.max(last.elapsed());
-                        last = Instant::now();
-                        if v["type"] == "tick" || v["type"] == "snapshot" {
-                            check.see(&v);
-                        }
-                    }
+            // The stop is looked at between messages, never raced against a
+            // read (a WebSocket read is not cancel-safe). After it, on until
+            // some ticks were seen: an attack that ends at once must not
+            // leave the canary with nothing to show.
+            let mut stopping = false;
+            while !(stopping && check.ticks >= 20) {
+                let v = c.json().await;
+                max_gap = max_gap.max(last.elapsed());
+                last = Instant::now();
+                if v["type"] == "tick" || v["type"] == "snapshot" {
+                    check.see(&v);
                 }
+                stopping = stopping
+                    || !matches!(stopped.try_recv(), Err(oneshot::error::TryRecvError::Empty));
             }
             (check.ticks, max_gap)
         });
