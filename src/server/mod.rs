@@ -96,7 +96,7 @@ impl Server {
     /// nothing runs until [`Server::run`].
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let universe = config.universe()?;
-        let seed = config.seed.unwrap_or_else(rand::random);
+        let seed = config.market.seed.unwrap_or_else(rand::random);
         let source = Source::Local(Generator::new(&universe, seed));
         let listener = Listener::bind(config.listen, config.backlog).map_err(|source| {
             ServerError::Listen {
@@ -117,7 +117,7 @@ impl Server {
             symbols = hub.universe().len(),
             ticks_per_s = hub.universe().total_rate(),
             seed,
-            epoch = hub.epoch(),
+            epoch = %hub.epoch(),
             "feed ready"
         );
         tracing::info!(
