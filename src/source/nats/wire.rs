@@ -17,14 +17,14 @@
 //! entries of `u32 symbol, u32 reserved, u64 after, u64 until`: "at most
 //! `limit` ticks of `symbol` with `after < seq < until` (`until` 0: no
 //! bound), the newest ones". The reply holds each entry's ticks oldest
-//! first, entries in request order, at most [`MAX_TICKS`] in all.
+//! first, entries in request order, at most [`MAX_SYNC_TICKS`] in all.
 //!
 //! Anything malformed is an [`Error`]; the receiver counts and drops it.
 
 use tickwire_protocol::binary::TICK_LEN;
 use tickwire_protocol::{BinaryTick, TickKind};
 
-use super::MAX_TICKS;
+use super::MAX_SYNC_TICKS;
 use crate::feed::{SymbolId, Tick, Universe};
 use crate::tick::to_binary;
 
@@ -133,7 +133,7 @@ pub fn encode_ticks(
     fingerprint: u64,
     ticks: &[Tick],
 ) -> Vec<u8> {
-    debug_assert!(ticks.len() <= MAX_TICKS);
+    debug_assert!(ticks.len() <= MAX_SYNC_TICKS);
     let mut out = Vec::with_capacity(HEADER_LEN + ticks.len() * TICK_LEN);
     put_header(
         &mut out,
