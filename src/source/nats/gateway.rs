@@ -342,6 +342,10 @@ impl State {
                 if next != 0 && t.seq > next {
                     self.gap(t.sym, next, t.seq - 1);
                 }
+                if next != 0 {
+                    // Not (yet) seen live: sent again by the feed.
+                    BrokerMetrics::add(&self.broker().ticks_filled, 1);
+                }
                 self.accept(t);
             }
             for sym in start..end {
