@@ -36,6 +36,9 @@ use crate::sync::Mutex;
 /// more (about 4 s of demo ticks if each pass is one message).
 pub const QUEUE_MESSAGES: usize = 4096;
 
+/// How long a stopping feed waits for the broker to take what is queued.
+const FLUSH_ON_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The last ticks of each symbol.
 pub struct History {
     rings: Vec<VecDeque<Tick>>,
@@ -246,7 +249,9 @@ pub async fn run(cfg: FeedConfig, shutdown: Shutdown) -> Result<(), String> {
                     }
                 }
             }
-            let _ = client.flush().await;
+            // Bounded: with the broker gone, shutting down must not wait
+            // for it.
+            let _ = tokio::time::timeout(FLUSH_ON_EXIT, client.flush()).await;
         })
     };
 
@@ -295,8 +300,10 @@ pub async fn run(cfg: FeedConfig, shutdown: Shutdown) -> Result<(), String> {
     }
     let _ = tokio::task::spawn_blocking(move || generator.join()).await;
     // The generator's sink (the queue's only sender) is gone: the publisher
-    // drains what is queued and flushes.
-    let _ = publisher.await;
+    // drains what is queued and flushes, unless the broker is away.
+    if tokio::time::timeout(2 * FLUSH_ON_EXIT, publisher).await.is_err() {
+        tracing::warn!("the broker did not take the last messages; exiting without them");
+    }
     tracing::info!("feed shut down");
     Ok(())
 }

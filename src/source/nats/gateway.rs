@@ -28,6 +28,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
@@ -77,7 +78,15 @@ struct State {
     limit: u32,
     scratch: Vec<Tick>,
     metrics: Arc<Metrics>,
+    /// After a sync request failed, no other is made before this instant:
+    /// holes seen meanwhile are announced as gaps at once, so a dead feed
+    /// never stalls the live stream for a request timeout per hole.
+    feed_quiet_until: Option<Instant>,
+    shutdown: Shutdown,
 }
+
+/// How long the gateway stops asking a feed that did not answer.
+const FEED_BACKOFF: Duration = Duration::from_secs(1);
 
 fn broker(m: &Metrics) -> &BrokerMetrics {
     &m.broker
@@ -143,6 +152,8 @@ pub async fn run(gateway: Gateway, publisher: Publisher, shutdown: Shutdown) {
         limit: hub.history_depth().clamp(1, MAX_SYNC_TICKS) as u32,
         scratch: Vec::new(),
         metrics,
+        feed_quiet_until: None,
+        shutdown: shutdown.clone(),
     };
     st.sync_all().await;
     if let Some(r) = ready.take() {
@@ -362,7 +373,15 @@ impl State {
 
     /// One sync request; `None` (counted) when the feed does not answer.
     async fn request(&mut self, wants: Vec<Want>, limit: u32) -> Option<(u64, Vec<Tick>)> {
-        let b = self.broker();
+        if self
+            .feed_quiet_until
+            .is_some_and(|until| Instant::now() < until)
+            || self.shutdown.is_triggered()
+        {
+            return None;
+        }
+        let metrics = self.metrics.clone();
+        let b = &metrics.broker;
         BrokerMetrics::add(&b.syncs, 1);
         let req = SyncRequest {
             epoch: self.epoch,
@@ -370,13 +389,17 @@ impl State {
             limit: limit.max(1),
             wants,
         };
-        let reply = self
-            .client
-            .request(self.subjects.sync.clone(), req.encode().into())
-            .await;
+        let reply = tokio::select! {
+            r = self.client.request(self.subjects.sync.clone(), req.encode().into()) => r,
+            () = self.shutdown.triggered() => return None,
+        };
         let reply = match reply {
-            Ok(r) => r,
+            Ok(r) => {
+                self.feed_quiet_until = None;
+                r
+            }
             Err(e) => {
+                self.feed_quiet_until = Some(Instant::now() + FEED_BACKOFF);
                 let n = b.sync_failures.fetch_add(1, Ordering::Relaxed) + 1;
                 if super::log_worthy(n) {
                     tracing::warn!(failures = n, "no sync from the feed: {e}");
