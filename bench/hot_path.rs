@@ -12,7 +12,7 @@ use tickwire::feed::{Generator, Tick, Universe};
 use tickwire::hub::{Hub, Publisher, Sessions, Start};
 use tickwire::metrics::Metrics;
 use tickwire::outbox::{Limits, Outbox, Policy};
-use tickwire::tick::{TickFrame, TickKind};
+use tickwire::tick::{EncodedBatch, TickFrame, TickKind};
 use tickwire_protocol::Request;
 
 fn main() {
@@ -39,6 +39,39 @@ fn aapl() -> (Universe, Tick) {
 fn encode_tick(bencher: Bencher) {
     let (u, t) = aapl();
     bencher.bench_local(|| TickFrame::encode(divan::black_box(&t), u.get(t.sym), TickKind::Tick));
+}
+
+/// A client reading one tick as JSON: the full, exact parse into a
+/// [`TickMsg`](tickwire_protocol::TickMsg) (owned symbol, exact decimals).
+#[divan::bench]
+fn client_parse_tick_json(bencher: Bencher) {
+    let (u, t) = aapl();
+    let mut json = Vec::new();
+    tickwire::tick::write_json(&mut json, &t, u.get(t.sym), TickKind::Tick);
+    bencher
+        .counter(divan::counter::BytesCount::new(json.len()))
+        .bench_local(|| tickwire_protocol::TickMsg::parse(divan::black_box(&json)).unwrap());
+}
+
+/// A client reading the sym, seq and ts of a JSON tick (what the load-test
+/// harness does: `tickwire_protocol::tick::scan`).
+#[divan::bench]
+fn client_scan_tick_json(bencher: Bencher) {
+    let (u, t) = aapl();
+    let mut json = Vec::new();
+    tickwire::tick::write_json(&mut json, &t, u.get(t.sym), TickKind::Tick);
+    bencher.bench_local(|| tickwire_protocol::tick::scan(divan::black_box(&json)));
+}
+
+/// A client reading the same tick in the binary layout (`?format=binary`).
+#[divan::bench]
+fn client_parse_tick_binary(bencher: Bencher) {
+    let (u, t) = aapl();
+    let mut bin = Vec::new();
+    tickwire::tick::to_binary(&t, u.get(t.sym), TickKind::Tick).write(&mut bin);
+    bencher
+        .counter(divan::counter::BytesCount::new(bin.len()))
+        .bench_local(|| tickwire_protocol::BinaryTick::parse(divan::black_box(&bin)).unwrap());
 }
 
 const SUBSCRIBE: &[u8] = br#"{"op":"subscribe","symbols":["AAPL","MSFT","BTC-USD"],"id":7}"#;
@@ -90,12 +123,24 @@ fn generate(bencher: Bencher) {
     });
 }
 
-/// What the feed task does per tick with nobody subscribed: generate and
-/// encode.
+/// What the feed does per pass with nobody subscribed: generate the due
+/// ticks and encode each once into the pass's shared buffer
+/// ([`EncodedBatch`], one pass per millisecond of market time, ~1,000 ticks).
 #[divan::bench]
 fn generate_and_encode(bencher: Bencher) {
-    bench_generator(bencher, |u, t| {
-        divan::black_box(TickFrame::encode(t, u.get(t.sym), TickKind::Tick));
+    let u = Universe::synthetic(10_000, 100.0);
+    let mut gen = Generator::new(&u, 1);
+    let mut batch = EncodedBatch::default();
+    let mut now = 0u64;
+    bencher.counter(ItemsCount::new(GEN_BATCH)).bench_local(|| {
+        let mut n = 0;
+        while n < GEN_BATCH as usize {
+            now += 1_000_000;
+            batch.clear();
+            n += gen.advance(now, now / 1000, |t| batch.encode(t, u.get(t.sym)));
+            batch.seal();
+            divan::black_box(&batch);
+        }
     });
 }
 
