@@ -12,7 +12,9 @@ use futures_util::StreamExt;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+    let url = args
+        .next()
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
     let size: usize = args.next().map_or(Ok(56), |s| s.parse())?;
     let count: u64 = args.next().map_or(Ok(100_000), |s| s.parse())?;
     let publisher = async_nats::connect(&url).await?;

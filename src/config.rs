@@ -172,13 +172,14 @@ pub struct NatsArgs {
 
 fn subject_token(s: &str) -> Result<String, String> {
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         Ok(s.to_string())
     } else {
-        Err(format!("`{s}` is not a subject token (letters, digits, - and _ only)"))
+        Err(format!(
+            "`{s}` is not a subject token (letters, digits, - and _ only)"
+        ))
     }
 }
 

@@ -25,14 +25,17 @@ const TICKWIRE: &str = env!("CARGO_BIN_EXE_tickwire");
 /// The nats-server binary, or `None` (outside CI) to skip.
 fn nats_server_binary() -> Option<PathBuf> {
     let candidates = [
-        std::env::var("TICKWIRE_NATS_SERVER").ok().map(PathBuf::from),
+        std::env::var("TICKWIRE_NATS_SERVER")
+            .ok()
+            .map(PathBuf::from),
         Some(PathBuf::from("/usr/sbin/nats-server")),
         Some(PathBuf::from("/usr/bin/nats-server")),
     ];
     if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
         return Some(p);
     }
-    let msg = "nats-server is not installed (apt-get install nats-server, or set TICKWIRE_NATS_SERVER)";
+    let msg =
+        "nats-server is not installed (apt-get install nats-server, or set TICKWIRE_NATS_SERVER)";
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("CI=true but {msg}");
     }
@@ -250,7 +253,10 @@ fn key_and_body(v: &Value) -> ((String, u64), Value) {
     let mut body = v.clone();
     body.as_object_mut().unwrap().remove("type");
     (
-        (v["sym"].as_str().unwrap().to_string(), v["seq"].as_u64().unwrap()),
+        (
+            v["sym"].as_str().unwrap().to_string(),
+            v["seq"].as_u64().unwrap(),
+        ),
         body,
     )
 }
@@ -286,7 +292,10 @@ async fn two_gateways_send_identical_streams_and_a_client_fails_over_without_a_h
             seen[i].insert(k, body);
         }
     }
-    let common: Vec<_> = seen[0].keys().filter(|k| seen[1].contains_key(*k)).collect();
+    let common: Vec<_> = seen[0]
+        .keys()
+        .filter(|k| seen[1].contains_key(*k))
+        .collect();
     assert!(common.len() >= 100, "only {} ticks in common", common.len());
     for k in common {
         assert_eq!(seen[0][k], seen[1][k], "{k:?} differs between gateways");
@@ -301,7 +310,10 @@ async fn two_gateways_send_identical_streams_and_a_client_fails_over_without_a_h
     while check.ticks < 100 || last.len() < SYMBOLS {
         let v = next_data(&mut client).await;
         check.see(&v);
-        last.insert(v["sym"].as_str().unwrap().into(), v["seq"].as_u64().unwrap());
+        last.insert(
+            v["sym"].as_str().unwrap().into(),
+            v["seq"].as_u64().unwrap(),
+        );
     }
     gw_a.kill().await;
     drop(client);
@@ -319,7 +331,11 @@ async fn two_gateways_send_identical_streams_and_a_client_fails_over_without_a_h
         let sym = v["sym"].as_str().unwrap().to_string();
         let seq = v["seq"].as_u64().unwrap();
         let prev = last.insert(sym.clone(), seq).unwrap();
-        assert_eq!(seq, prev + 1, "{sym}: seq {seq} after {prev} across the fail-over");
+        assert_eq!(
+            seq,
+            prev + 1,
+            "{sym}: seq {seq} after {prev} across the fail-over"
+        );
         fresh_ticks += 1;
     }
     let s = stats(b).await;
@@ -404,8 +420,7 @@ async fn a_broker_restart_leaves_contiguous_streams_or_gaps_naming_exactly_the_l
     nats.restart().await;
     for addr in [fill, lossy] {
         until_stats(addr, "the gateway to reconnect", |s| {
-            s["broker"]["reconnects"].as_u64() >= Some(1)
-                && s["broker"]["connected"] == true
+            s["broker"]["reconnects"].as_u64() >= Some(1) && s["broker"]["connected"] == true
         })
         .await;
     }
@@ -424,7 +439,10 @@ async fn a_broker_restart_leaves_contiguous_streams_or_gaps_naming_exactly_the_l
     let (fill_check, lossy_check) = (&clients[0].2, &clients[1].2);
     let fill_stats = stats(fill).await;
     let lossy_stats = stats(lossy).await;
-    eprintln!("fill: {}\nlossy: {}", fill_stats["broker"], lossy_stats["broker"]);
+    eprintln!(
+        "fill: {}\nlossy: {}",
+        fill_stats["broker"], lossy_stats["broker"]
+    );
     for s in [&fill_stats, &lossy_stats] {
         assert!(s["broker"]["disconnects"].as_u64() >= Some(1), "{s}");
     }
@@ -438,9 +456,15 @@ async fn a_broker_restart_leaves_contiguous_streams_or_gaps_naming_exactly_the_l
     );
     let (status, metrics) = http_get(lossy, "/metrics").await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("tickwire_broker_reconnects_total "), "{metrics}");
     assert!(
-        metrics.contains(&format!("tickwire_broker_ticks_missed_total {}", lossy_check.gapped)),
+        metrics.contains("tickwire_broker_reconnects_total "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "tickwire_broker_ticks_missed_total {}",
+            lossy_check.gapped
+        )),
         "{metrics}"
     );
 }
@@ -459,7 +483,10 @@ async fn a_gateway_started_late_serves_every_snapshot_and_the_history_at_once() 
     let mut seen: HashMap<String, u64> = HashMap::new();
     while seen.len() < SYMBOLS || seen.values().any(|&s| s < 5) {
         let v = next_data(&mut watcher).await;
-        seen.insert(v["sym"].as_str().unwrap().into(), v["seq"].as_u64().unwrap());
+        seen.insert(
+            v["sym"].as_str().unwrap().into(),
+            v["seq"].as_u64().unwrap(),
+        );
     }
 
     let (_late, late) = Tickwire::gateway(&nats, &MARKET).await;

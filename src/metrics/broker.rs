@@ -111,20 +111,90 @@ impl BrokerMetrics {
     pub fn prometheus(&self, o: &mut String) {
         let Some(s) = self.stats() else { return };
         let series = [
-            ("connected", "gauge", "1 while connected to the NATS server.", s.connected as u64),
-            ("disconnects_total", "counter", "Connections to the NATS server lost.", s.disconnects),
-            ("reconnects_total", "counter", "Connections to the NATS server made again after a loss.", s.reconnects),
-            ("messages_total", "counter", "Tick batches received from NATS.", s.messages),
-            ("ticks_received_total", "counter", "Ticks received from NATS.", s.ticks_received),
-            ("duplicate_ticks_total", "counter", "Ticks received twice and dropped.", s.duplicates),
-            ("holes_total", "counter", "Holes in a symbol's seqs on the live stream.", s.holes),
-            ("ticks_filled_total", "counter", "Missing ticks sent again by the feed.", s.ticks_filled),
-            ("ticks_missed_total", "counter", "Ticks lost for good; clients got a gap message.", s.ticks_missed),
-            ("slow_consumer_drops_total", "counter", "Messages dropped by the NATS client (subscription buffer full).", s.slow_consumer_drops),
-            ("syncs_total", "counter", "Sync requests to the feed.", s.syncs),
-            ("sync_failures_total", "counter", "Sync requests to the feed that failed.", s.sync_failures),
-            ("foreign_ticks_total", "counter", "Ticks of another universe, dropped.", s.foreign),
-            ("lag_microseconds", "gauge", "Generation at the feed to arrival here, latest batch.", s.lag_us),
+            (
+                "connected",
+                "gauge",
+                "1 while connected to the NATS server.",
+                s.connected as u64,
+            ),
+            (
+                "disconnects_total",
+                "counter",
+                "Connections to the NATS server lost.",
+                s.disconnects,
+            ),
+            (
+                "reconnects_total",
+                "counter",
+                "Connections to the NATS server made again after a loss.",
+                s.reconnects,
+            ),
+            (
+                "messages_total",
+                "counter",
+                "Tick batches received from NATS.",
+                s.messages,
+            ),
+            (
+                "ticks_received_total",
+                "counter",
+                "Ticks received from NATS.",
+                s.ticks_received,
+            ),
+            (
+                "duplicate_ticks_total",
+                "counter",
+                "Ticks received twice and dropped.",
+                s.duplicates,
+            ),
+            (
+                "holes_total",
+                "counter",
+                "Holes in a symbol's seqs on the live stream.",
+                s.holes,
+            ),
+            (
+                "ticks_filled_total",
+                "counter",
+                "Missing ticks sent again by the feed.",
+                s.ticks_filled,
+            ),
+            (
+                "ticks_missed_total",
+                "counter",
+                "Ticks lost for good; clients got a gap message.",
+                s.ticks_missed,
+            ),
+            (
+                "slow_consumer_drops_total",
+                "counter",
+                "Messages dropped by the NATS client (subscription buffer full).",
+                s.slow_consumer_drops,
+            ),
+            (
+                "syncs_total",
+                "counter",
+                "Sync requests to the feed.",
+                s.syncs,
+            ),
+            (
+                "sync_failures_total",
+                "counter",
+                "Sync requests to the feed that failed.",
+                s.sync_failures,
+            ),
+            (
+                "foreign_ticks_total",
+                "counter",
+                "Ticks of another universe, dropped.",
+                s.foreign,
+            ),
+            (
+                "lag_microseconds",
+                "gauge",
+                "Generation at the feed to arrival here, latest batch.",
+                s.lag_us,
+            ),
         ];
         for (name, kind, help, value) in series {
             let _ = writeln!(

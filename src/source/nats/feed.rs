@@ -301,7 +301,10 @@ pub async fn run(cfg: FeedConfig, shutdown: Shutdown) -> Result<(), String> {
     let _ = tokio::task::spawn_blocking(move || generator.join()).await;
     // The generator's sink (the queue's only sender) is gone: the publisher
     // drains what is queued and flushes, unless the broker is away.
-    if tokio::time::timeout(2 * FLUSH_ON_EXIT, publisher).await.is_err() {
+    if tokio::time::timeout(2 * FLUSH_ON_EXIT, publisher)
+        .await
+        .is_err()
+    {
         tracing::warn!("the broker did not take the last messages; exiting without them");
     }
     tracing::info!("feed shut down");
@@ -333,7 +336,10 @@ mod tests {
         }
         h.push(&tick(1, 1));
         let seqs = |req: &SyncRequest, epoch| -> Vec<(u32, u64)> {
-            h.answer(req, epoch).iter().map(|t| (t.sym, t.seq)).collect()
+            h.answer(req, epoch)
+                .iter()
+                .map(|t| (t.sym, t.seq))
+                .collect()
         };
         let want = |sym, after, until| Want { sym, after, until };
         let mut req = SyncRequest {

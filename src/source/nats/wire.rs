@@ -168,10 +168,7 @@ pub fn decode_ticks(
         let o = HEADER_LEN + i * TICK_LEN;
         let t = BinaryTick::parse(&b[o..o + TICK_LEN]).map_err(|e| Error::Tick(e.0))?;
         if t.symbol_id as usize >= universe.len() || t.seq == 0 {
-            return Err(Error::Tick(format!(
-                "symbol {} seq {}",
-                t.symbol_id, t.seq
-            )));
+            return Err(Error::Tick(format!("symbol {} seq {}", t.symbol_id, t.seq)));
         }
         let ins = universe.get(t.symbol_id);
         out.push(Tick {
