@@ -169,6 +169,8 @@ pub async fn run(gateway: Gateway, publisher: Publisher, shutdown: Shutdown) {
                     if !connected_before {
                         BrokerMetrics::add(&broker(&st.metrics).reconnects, 1);
                         tracing::info!("reconnected to NATS; syncing with the feed");
+                        // Whatever failed during the outage, ask again now.
+                        st.feed_quiet_until = None;
                         st.sync_all().await;
                     } else {
                         tracing::info!("connected to NATS");
