@@ -99,11 +99,11 @@ fn parse_control_fresh_buffers(bencher: Bencher) {
 
 const GEN_BATCH: u64 = 100_000;
 
-/// Runs a generator over 10,000 symbols at 100 ticks/s (1,000,000 ticks/s
+/// A `symbols`-instrument universe trading 1M ticks/s in all (market time,
 /// nominal), handing each tick to `per_tick`; each iteration makes 100,000
 /// ticks (0.1 s of market time).
-fn bench_generator(bencher: Bencher, mut per_tick: impl FnMut(&Universe, &Tick)) {
-    let u = Universe::synthetic(10_000, 100.0);
+fn bench_generator(bencher: Bencher, symbols: u32, mut per_tick: impl FnMut(&Universe, &Tick)) {
+    let u = Universe::synthetic(symbols, 1_000_000.0 / symbols as f64);
     let mut gen = Generator::new(&u, 1);
     let mut now = 0u64;
     bencher.counter(ItemsCount::new(GEN_BATCH)).bench_local(|| {
@@ -115,10 +115,11 @@ fn bench_generator(bencher: Bencher, mut per_tick: impl FnMut(&Universe, &Tick))
     });
 }
 
-/// The generator alone.
-#[divan::bench]
-fn generate(bencher: Bencher) {
-    bench_generator(bencher, |_, t| {
+/// The generator alone, over 100 and 10,000 symbols (1M ticks/s of market
+/// time either way).
+#[divan::bench(args = [100, 10_000])]
+fn generate(bencher: Bencher, symbols: u32) {
+    bench_generator(bencher, symbols, |_, t| {
         divan::black_box(t);
     });
 }
@@ -126,9 +127,9 @@ fn generate(bencher: Bencher) {
 /// What the feed does per pass with nobody subscribed: generate the due
 /// ticks and encode each once into the pass's shared buffer
 /// ([`EncodedBatch`], one pass per millisecond of market time, ~1,000 ticks).
-#[divan::bench]
-fn generate_and_encode(bencher: Bencher) {
-    let u = Universe::synthetic(10_000, 100.0);
+#[divan::bench(args = [100, 10_000])]
+fn generate_and_encode(bencher: Bencher, symbols: u32) {
+    let u = Universe::synthetic(symbols, 1_000_000.0 / symbols as f64);
     let mut gen = Generator::new(&u, 1);
     let mut batch = EncodedBatch::default();
     let mut now = 0u64;
