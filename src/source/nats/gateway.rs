@@ -82,6 +82,9 @@ struct State {
     /// holes seen meanwhile are announced as gaps at once, so a dead feed
     /// never stalls the live stream for a request timeout per hole.
     feed_quiet_until: Option<Instant>,
+    /// A sync found no feed to answer: the next live message (proof that
+    /// the feed is back) syncs every symbol before its ticks are checked.
+    resync: bool,
     shutdown: Shutdown,
 }
 
@@ -153,6 +156,7 @@ pub async fn run(gateway: Gateway, publisher: Publisher, shutdown: Shutdown) {
         scratch: Vec::new(),
         metrics,
         feed_quiet_until: None,
+        resync: false,
         shutdown: shutdown.clone(),
     };
     st.sync_all().await;
@@ -222,6 +226,9 @@ impl State {
                 }
                 if h.epoch != self.epoch {
                     self.adopt(h.epoch);
+                    self.resync = true;
+                }
+                if std::mem::take(&mut self.resync) {
                     self.sync_all().await;
                 }
                 for t in &ticks {
@@ -401,7 +408,15 @@ impl State {
                 r
             }
             Err(e) => {
-                self.feed_quiet_until = Some(Instant::now() + FEED_BACKOFF);
+                // A request that timed out cost a request timeout of waiting:
+                // not again soon. "No responders" is instant (the feed is
+                // not subscribed right now, e.g. still reconnecting): the
+                // next live message (the feed is back) syncs again.
+                if e.kind() == async_nats::client::RequestErrorKind::NoResponders {
+                    self.resync = true;
+                } else {
+                    self.feed_quiet_until = Some(Instant::now() + FEED_BACKOFF);
+                }
                 let n = b.sync_failures.fetch_add(1, Ordering::Relaxed) + 1;
                 if super::log_worthy(n) {
                     tracing::warn!(failures = n, "no sync from the feed: {e}");
