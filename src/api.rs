@@ -238,7 +238,7 @@ fn history(query: Option<&str>, hub: &Hub, grant: &Grant) -> Response<Body> {
     tickwire_protocol::HistoryPage::write(
         &mut body,
         &name,
-        hub.epoch(),
+        &hub.epoch(),
         page.first_seq,
         page.last_seq,
         page.complete,

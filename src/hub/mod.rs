@@ -36,9 +36,9 @@ use tickwire_protocol::TickMsg;
 use crate::feed::{SymbolId, Tick, Universe};
 use crate::metrics::Metrics;
 use crate::outbox::{Fenced, FrameKind, Outbox, Wakers};
-use crate::sync::MutexGuard;
+use crate::sync::{Mutex, MutexGuard};
 use crate::tick::{EncodedBatch, Format, TickFrame, TickKind};
-use history::Replay;
+use history::{History, Replay};
 use topic::{Subscriber, Topic, TopicState};
 
 /// Every symbol's topic.
@@ -46,8 +46,9 @@ pub struct Hub {
     universe: Arc<Universe>,
     topics: Vec<Topic>,
     metrics: Arc<Metrics>,
-    /// Names this run's seq space (see [`new_epoch`]).
-    epoch: String,
+    /// Names the seq space of the ticks (see [`new_epoch`]): this run's, or
+    /// the feed's when a broker feeds the hub ([`Hub::adopt_epoch`]).
+    epoch: Mutex<Arc<str>>,
     /// Ticks of history per topic.
     history: usize,
 }
@@ -82,13 +83,32 @@ impl Hub {
             topics: (0..universe.len()).map(|_| Topic::new(history)).collect(),
             universe,
             metrics,
-            epoch,
+            epoch: Mutex::new(epoch.into()),
             history,
         }
     }
 
-    pub fn epoch(&self) -> &str {
-        &self.epoch
+    pub fn epoch(&self) -> Arc<str> {
+        self.epoch.lock().clone()
+    }
+
+    /// Takes the epoch of an external source (a feed, over a broker). When it
+    /// differs from the current one, every topic's latest tick and history
+    /// belong to another seq space and are forgotten: a resume from the old
+    /// epoch gets `recovered:false`, and the source sends the new epoch's
+    /// state next. Returns whether the epoch changed.
+    pub fn adopt_epoch(&self, epoch: &str) -> bool {
+        let mut current = self.epoch.lock();
+        if &**current == epoch {
+            return false;
+        }
+        for topic in &self.topics {
+            let mut t = topic.lock();
+            t.latest = None;
+            t.history = History::new(self.history);
+        }
+        *current = epoch.into();
+        true
     }
 
     /// Ticks of history kept per symbol.
@@ -360,6 +380,23 @@ impl Publisher {
     /// batch).
     pub fn publish(&mut self, tick: &Tick) {
         self.ticks.push(*tick);
+    }
+
+    /// Tells every subscriber of `sym` that its ticks `from..=to` are lost
+    /// at the source (a broker dropped them and the feed no longer has
+    /// them), between the ticks before and after the hole: the batch so far
+    /// is delivered first. The message is encoded once for all.
+    pub fn gap(&mut self, sym: SymbolId, from: u64, to: u64) {
+        self.finish_batch();
+        let frame = crate::wire::reply_frame(&tickwire_protocol::Reply::Gap {
+            sym: self.hub.universe.get(sym).symbol.clone(),
+            from,
+            to,
+        });
+        let topic = self.hub.topics[sym as usize].lock();
+        for sub in &topic.subscribers {
+            sub.outbox.push_reply(frame.clone(), FrameKind::Text);
+        }
     }
 
     /// Delivers the batch: encode once, stage per topic, queue per

@@ -26,12 +26,13 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, NatsArgs};
 use crate::feed::Universe;
 use crate::feed::{FeedError, Generator};
 use crate::hub::{self, history::History, Hub};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::source::nats::gateway::Gateway;
 use crate::source::Source;
 use crate::state::AppState;
 use crate::tick::frame_capacity;
@@ -99,6 +100,9 @@ pub struct Server {
     listener: Listener,
     state: Arc<AppState>,
     source: Source,
+    /// A gateway's source says when its first sync with the feed is done;
+    /// connections are accepted from then on.
+    ready: Option<tokio::sync::oneshot::Receiver<()>>,
     admission: Admission,
     tls: Option<TlsAcceptor>,
     shutdown: Shutdown,
@@ -143,9 +147,28 @@ impl Server {
     /// Loads the universe, prepares the source and binds the listener;
     /// nothing runs until [`Server::run`].
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        Server::bind_with(config, None).await
+    }
+
+    /// As [`Server::bind`], fed from a `tickwire feed` over NATS when `nats`
+    /// is given (a gateway) instead of the local generator.
+    pub async fn bind_with(config: Config, nats: Option<NatsArgs>) -> Result<Server, ServerError> {
         let universe = config.universe()?;
-        let seed = config.seed.unwrap_or_else(rand::random);
-        let source = Source::Local(Generator::new(&universe, seed));
+        let seed = config.market.seed.unwrap_or_else(rand::random);
+        let (source, ready) = match nats {
+            None => (Source::Local(Generator::new(&universe, seed)), None),
+            Some(nats) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tracing::info!(url = nats.url, "gateway: ticks come from NATS");
+                (
+                    Source::Nats(Gateway {
+                        nats,
+                        ready: Some(tx),
+                    }),
+                    Some(rx),
+                )
+            }
+        };
         let listener = Listener::bind(config.listen, config.backlog).map_err(|source| {
             ServerError::Listen {
                 addr: config.listen,
@@ -172,7 +195,7 @@ impl Server {
             symbols = hub.universe().len(),
             ticks_per_s = hub.universe().total_rate(),
             seed,
-            epoch = hub.epoch(),
+            epoch = %hub.epoch(),
             "feed ready"
         );
         tracing::info!(
@@ -187,6 +210,7 @@ impl Server {
             state: Arc::new(state),
             source,
             tls,
+            ready,
             shutdown: Shutdown::new(),
         })
     }
@@ -226,6 +250,7 @@ impl Server {
             listener,
             state,
             source,
+            ready,
             admission,
             tls,
             shutdown,
@@ -243,6 +268,12 @@ impl Server {
         } else {
             Some(spawn_source(source, state.hub.clone(), shutdown.clone()))
         };
+        if let Some(ready) = ready {
+            tokio::select! {
+                _ = ready => {}
+                () = shutdown.triggered() => {}
+            }
+        }
         let reporter = tokio::spawn(reporter::run(
             state.clone(),
             admission.clone(),
