@@ -202,6 +202,16 @@ async fn stats(addr: SocketAddr) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// `/api/stats` as of a metrics roll after this call (the body is rebuilt
+/// once per roll, about every second, not per request).
+async fn fresh_stats(addr: SocketAddr) -> Value {
+    let first = stats(addr).await;
+    until_stats(addr, "the next stats roll", |s| {
+        s["uptime_s"] != first["uptime_s"]
+    })
+    .await
+}
+
 /// Polls `/api/stats` until `f` holds (broker state has no event to await).
 async fn until_stats(addr: SocketAddr, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -338,7 +348,7 @@ async fn two_gateways_send_identical_streams_and_a_client_fails_over_without_a_h
         );
         fresh_ticks += 1;
     }
-    let s = stats(b).await;
+    let s = fresh_stats(b).await;
     assert_eq!(s["totals"]["resumes_recovered"], SYMBOLS as u64);
     assert_eq!(s["broker"]["ticks_missed"], 0);
 }
@@ -437,8 +447,8 @@ async fn a_broker_restart_leaves_contiguous_streams_or_gaps_naming_exactly_the_l
         }
     }
     let (fill_check, lossy_check) = (&clients[0].2, &clients[1].2);
-    let fill_stats = stats(fill).await;
-    let lossy_stats = stats(lossy).await;
+    let fill_stats = fresh_stats(fill).await;
+    let lossy_stats = fresh_stats(lossy).await;
     eprintln!(
         "fill: {}\nlossy: {}",
         fill_stats["broker"], lossy_stats["broker"]
