@@ -84,6 +84,10 @@ fn route<S: Stream>(mut req: Request<Incoming>, peer: SocketAddr, http: &Http) -
     let symbols = api::query_param(query, "symbols")
         .map(|s| api::split_symbols(&s))
         .unwrap_or_default();
+    let throttle_ms = match throttle_param(query) {
+        Ok(t) => t,
+        Err(e) => return api::error(StatusCode::BAD_REQUEST, &e),
+    };
     let admitted = match http.admission.admit(&req, peer) {
         Ok(a) => a,
         Err(refusal) => return api::error(refusal.status, refusal.message),
@@ -97,6 +101,7 @@ fn route<S: Stream>(mut req: Request<Incoming>, peer: SocketAddr, http: &Http) -
         policy,
         format,
         symbols,
+        throttle_ms,
         peer,
     };
     http.tracker.spawn(async move {
@@ -104,4 +109,15 @@ fn route<S: Stream>(mut req: Request<Incoming>, peer: SocketAddr, http: &Http) -
         drop(admitted);
     });
     response.map(|_| Body::default())
+}
+
+/// `?throttle_ms=` of `/ws` and `/sse`: 0 (absent) or 10..=60000.
+fn throttle_param(query: Option<&str>) -> Result<u32, String> {
+    match api::query_param(query, "throttle_ms") {
+        None => Ok(0),
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| format!("throttle_ms must be a number of milliseconds, not {t:?}"))
+            .and_then(tickwire_protocol::request::check_throttle_ms),
+    }
 }
