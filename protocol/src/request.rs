@@ -307,12 +307,21 @@ mod tests {
         let e =
             parse(r#"{"op":"subscribe","symbols":["A"],"from":{"A":-1},"epoch":"x"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
-        for bad in ["5", "9", "60001", "-1", "\"250\"", "2.5"] {
+        for bad in ["5", "9", "60001", "18446744073709551615"] {
             let e = parse(&format!(
                 r#"{{"op":"subscribe","symbols":["A"],"throttle_ms":{bad},"id":6}}"#
             ))
             .unwrap_err();
             assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(Id::Int(6))), "{bad}");
+            assert!(e.message.contains("throttle_ms"), "{}", e.message);
+        }
+        // Not a whole number of milliseconds: not a request at all.
+        for bad in ["-1", "\"250\"", "2.5"] {
+            let e = parse(&format!(
+                r#"{{"op":"subscribe","symbols":["A"],"throttle_ms":{bad},"id":6}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{bad}");
         }
         for ok in [0, 10, 250, 60_000] {
             let r = parse(&format!(
