@@ -66,6 +66,19 @@ pub struct Hub {
     throttles: Arc<Throttles>,
 }
 
+/// Where an SSE stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseResume {
+    /// A new stream: snapshots.
+    Fresh,
+    /// A reconnect whose last event id was this publish counter of this
+    /// epoch.
+    After(u64),
+    /// A reconnect with an id of another epoch (or not one of ours):
+    /// nothing can be resumed.
+    Lost,
+}
+
 /// What [`Hub::subscribe_sse`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SseStart {
@@ -341,8 +354,10 @@ impl Hub {
 
     /// Adds an SSE stream's `outbox` to the topics of `syms` (distinct),
     /// every one at `throttle_ms`, and queues with no tick in between:
-    /// - a fresh stream (`resume` `None`): each symbol's snapshot;
-    /// - a stream resuming after publish counter `resume` (its
+    /// - a fresh stream: each symbol's snapshot;
+    /// - a stream of another epoch: a `reset` naming every symbol, then
+    ///   the snapshots;
+    /// - a stream resuming after a publish counter (its
     ///   `Last-Event-ID`, of this epoch): unthrottled, each symbol's ticks
     ///   published since, when the history still has all of them and they
     ///   fit the queue bounds, else its snapshot (and it is named in the
@@ -357,7 +372,7 @@ impl Hub {
         &self,
         outbox: &Arc<Outbox>,
         syms: &[SymbolId],
-        resume: Option<u64>,
+        resume: SseResume,
         throttle_ms: u32,
         reset: impl FnOnce(&[SymbolId]) -> Bytes,
     ) -> SseStart {
@@ -376,9 +391,17 @@ impl Hub {
                     events.push((g, ev.bytes, FrameKind::Text));
                 }
             };
-            let Some(from) = resume else {
-                snapshot(&mut events);
-                continue;
+            let from = match resume {
+                SseResume::Fresh => {
+                    snapshot(&mut events);
+                    continue;
+                }
+                SseResume::Lost => {
+                    result.unrecovered.push(sym);
+                    snapshot(&mut events);
+                    continue;
+                }
+                SseResume::After(from) => from,
             };
             if throttle_ms > 0 {
                 snapshot(&mut events);
@@ -413,7 +436,7 @@ impl Hub {
                 }
             }
         }
-        if resume.is_some() && !result.unrecovered.is_empty() {
+        if !result.unrecovered.is_empty() {
             queue.push_reply(reset(&result.unrecovered), FrameKind::Text);
         }
         events.sort_by_key(|e| e.0);
@@ -428,7 +451,7 @@ impl Hub {
             self.add_subscriber(t, outbox, sym, throttle_ms);
         }
         drop(locked);
-        if resume.is_some() {
+        if resume != SseResume::Fresh {
             let outcome: Vec<Option<bool>> = syms
                 .iter()
                 .map(|s| Some(!result.unrecovered.contains(s)))

@@ -14,6 +14,8 @@
 //!   the idle timeout, the close.
 //! - [`clocks`]: when the client was last heard from, and the writer's
 //!   deadlines.
+//! - [`sse`]: the other kind of session, a Server-Sent Events stream: the
+//!   same outbox, drained by an HTTP response body instead of a writer task.
 //!
 //! The session is generic over the byte stream ([`Stream`]: plain TCP or
 //! TLS). Bytes hyper had already read past the handshake are replayed in
@@ -23,6 +25,7 @@ mod clocks;
 mod frames;
 mod reader;
 mod requests;
+pub mod sse;
 mod writer;
 
 use std::collections::HashMap;
