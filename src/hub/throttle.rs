@@ -143,10 +143,18 @@ impl Drop for Throttles {
 }
 
 impl Throttles {
-    /// Starts the timer task on the current tokio runtime (once).
+    /// Starts the timer task on the current tokio runtime (once; outside
+    /// a runtime, as in benchmarks, not yet: pending ticks then wait).
     pub fn start(self: &Arc<Self>, metrics: Arc<Metrics>) {
+        if self.started.get().is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("throttled view outside a tokio runtime: its interval timer waits");
+            return;
+        };
         self.started.get_or_init(|| {
-            tokio::spawn(run_timer(
+            runtime.spawn(run_timer(
                 Arc::downgrade(self),
                 self.notify.clone(),
                 metrics,
