@@ -16,10 +16,10 @@
 //! follows its ack.
 //!
 //! Throttled subscriptions ([`throttle`]) are kept apart from the
-//! unthrottled subscribers, one [`throttle::View`] each: per tick the
-//! publisher either sends at once (the view was quiet) or replaces the
-//! view's pending slot, and one timer task sends the pending ticks at the
-//! end of each interval.
+//! unthrottled subscribers, one view each: per tick the publisher either
+//! sends at once (the view sent nothing in the current window) or replaces
+//! the view's pending slot, and one task per interval value sends the held
+//! ticks at each window's end.
 //!
 //! Every tick also gets the next number of the hub's publish counter: the
 //! position an SSE event's id names, so that an SSE stream of any number of
@@ -50,7 +50,7 @@ use crate::outbox::{Fenced, FrameKind, Outbox, Wakers};
 use crate::sync::MutexGuard;
 use crate::tick::{EncodedBatch, Format, TickFrame, TickKind};
 use history::Replay;
-use throttle::{send_pending, Pending, Throttles, View};
+use throttle::{Admit, Pending, Throttles};
 use topic::{Subscriber, Topic, TopicState};
 
 /// Every symbol's topic.
@@ -280,10 +280,12 @@ impl Hub {
                 outbox: outbox.clone(),
             });
         } else {
-            self.throttles.start(self.metrics.clone());
-            topic
-                .throttled
-                .push(Arc::new(View::new(outbox.clone(), sym, throttle_ms)));
+            topic.throttled.push(self.throttles.view(
+                outbox.clone(),
+                sym,
+                throttle_ms,
+                &self.metrics,
+            ));
         }
         self.topics[sym as usize].count_format(outbox.format(), 1);
     }
@@ -311,15 +313,8 @@ impl Hub {
             .position(|v| Arc::ptr_eq(&v.outbox, outbox))
         {
             let view = topic.throttled.swap_remove(i);
-            let mut s = view.lock();
-            if flush {
-                if let Some(w) = send_pending(&view, &mut s) {
-                    crate::outbox::wake(w);
-                }
-            }
-            s.pending = None;
-            s.dead = true;
-            Some(view.interval_ms)
+            view.end(flush);
+            Some(view.interval_ms())
         } else {
             None
         };
@@ -339,7 +334,7 @@ impl Hub {
                 .throttled
                 .iter()
                 .find(|v| Arc::ptr_eq(&v.outbox, outbox))
-                .map_or(0, |v| v.interval_ms);
+                .map_or(0, |v| v.interval_ms());
             if current == throttle_ms {
                 continue;
             }
@@ -567,9 +562,6 @@ pub struct Publisher {
     enc: Encoded,
     /// The hub's publish counter: ticks published so far.
     published: u64,
-    /// Throttled views that sent a tick at once in this batch: their
-    /// intervals start.
-    begun: Vec<Arc<View>>,
     /// Writers of throttled views woken by this batch.
     throttled_writers: Vec<Waker>,
     /// Each connection's share of the batch, by registry slot.
@@ -623,9 +615,11 @@ fn encode_late(hub: &Hub, format: Format, tick: &Tick, published: u64) -> TickFr
     }
 }
 
-/// Tick `i` of the batch for a topic's throttled views (topic locked): at
-/// once to a quiet view (whose interval then starts), else into its pending
-/// slot. Returns how many pending ticks were replaced (folded).
+/// Tick `i` of the batch for a topic's throttled views (topic locked), at
+/// `now`: at once to a view that sent nothing in the current window, else
+/// into its pending slot. Returns how many held ticks were replaced
+/// (folded).
+#[allow(clippy::too_many_arguments)]
 fn throttled(
     hub: &Hub,
     enc: &Encoded,
@@ -633,8 +627,8 @@ fn throttled(
     tick: &Tick,
     i: u32,
     published: u64,
+    now: tokio::time::Instant,
     writers: &mut Vec<Waker>,
-    begun: &mut Vec<Arc<View>>,
 ) -> u64 {
     let mut folded = 0;
     for view in &topic.throttled {
@@ -644,35 +638,36 @@ fn throttled(
         if s.dead {
             continue;
         }
-        if !s.running {
-            s.running = true;
-            let w = if at == NOT_ENCODED {
-                view.outbox
-                    .push_frame(&encode_late(hub, format, tick, published))
+        let window = view.group.window(now);
+        let pending = || {
+            if at == NOT_ENCODED {
+                let f = encode_late(hub, format, tick, published);
+                Pending {
+                    bytes: f.bytes,
+                    ts_ns: f.ts_ns,
+                }
             } else {
-                view.outbox
-                    .push_batch(batch, &[at], None)
-                    .unwrap_or_default()
-            };
-            push_wakers(writers, w);
-            begun.push(view.clone());
-            continue;
-        }
-        let pending = if at == NOT_ENCODED {
-            let f = encode_late(hub, format, tick, published);
-            Pending {
-                bytes: f.bytes,
-                ts_ns: f.ts_ns,
-            }
-        } else {
-            let f = batch.frame(at);
-            Pending {
-                bytes: batch.slice(f.chunk, f.start, f.end),
-                ts_ns: f.ts_ns,
+                let f = batch.frame(at);
+                Pending {
+                    bytes: batch.slice(f.chunk, f.start, f.end),
+                    ts_ns: f.ts_ns,
+                }
             }
         };
-        if s.pending.replace(pending).is_some() {
-            folded += 1;
+        match throttle::admit(view, &mut s, window, pending) {
+            Admit::Now { folded: f } => {
+                folded += u64::from(f);
+                let w = if at == NOT_ENCODED {
+                    view.outbox
+                        .push_frame(&encode_late(hub, format, tick, published))
+                } else {
+                    view.outbox
+                        .push_batch(batch, &[at], None)
+                        .unwrap_or_default()
+                };
+                push_wakers(writers, w);
+            }
+            Admit::Held { folded: f } => folded += u64::from(f),
         }
     }
     folded
@@ -694,7 +689,6 @@ impl Publisher {
             ticks: Vec::with_capacity(1024),
             enc: Encoded::default(),
             published: 0,
-            begun: Vec::new(),
             throttled_writers: Vec::new(),
             stage: Vec::new(),
             touched: Vec::new(),
@@ -769,7 +763,7 @@ impl Publisher {
         enc.sse.seal();
         let enc = &self.enc;
         let mut folded = 0u64;
-        let mut begun = std::mem::take(&mut self.begun);
+        let now = tokio::time::Instant::now();
         let mut woken = std::mem::take(&mut self.throttled_writers);
         for (i, tick) in self.ticks.iter().enumerate() {
             let published = first + i as u64;
@@ -779,9 +773,7 @@ impl Publisher {
             topic.latest_published = published;
             topic.history.push(tick.seq, published, enc.batch.bytes(i));
             if !topic.throttled.is_empty() {
-                folded += throttled(
-                    hub, enc, &topic, tick, i, published, &mut woken, &mut begun,
-                );
+                folded += throttled(hub, enc, &topic, tick, i, published, now, &mut woken);
             }
             for sub in &topic.subscribers {
                 let (batch, at) = enc.get(sub.outbox.format(), i);
@@ -827,8 +819,6 @@ impl Publisher {
                 st.frames.push(at);
             }
         }
-        hub.throttles.begin(&mut begun);
-        self.begun = begun;
         self.writers.append(&mut woken);
         self.throttled_writers = woken;
         if folded > 0 {
