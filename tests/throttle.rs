@@ -26,8 +26,12 @@ use tickwire::outbox::{Limits, Next, Outbox, Policy};
 use tickwire_protocol::tick::{scan, Scanned};
 
 fn tick(seq: u64) -> Tick {
+    tick_of(0, seq)
+}
+
+fn tick_of(sym: u32, seq: u64) -> Tick {
     Tick {
-        sym: 0,
+        sym,
         seq,
         ts_us: 1,
         px: 100,
@@ -47,7 +51,7 @@ impl Rig {
     fn new() -> Rig {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(
-            Arc::new(Universe::synthetic(1, 1.0)),
+            Arc::new(Universe::synthetic(2, 1.0)),
             metrics.clone(),
             "e".into(),
             16,
@@ -72,8 +76,18 @@ impl Rig {
         self.publisher.finish_batch();
     }
 
+    fn publish_of(&mut self, sym: u32, seq: u64) {
+        self.publisher.publish(&tick_of(sym, seq));
+        self.publisher.finish_batch();
+    }
+
     /// The seqs of the ticks the writer would get now.
     fn drain(&self) -> Vec<u64> {
+        self.drain_of().into_iter().map(|(_, seq)| seq).collect()
+    }
+
+    /// (symbol id, seq) of the ticks the writer would get now, in order.
+    fn drain_of(&self) -> Vec<(u32, u64)> {
         let mut batch = VecDeque::new();
         let mut cx = Context::from_waker(Waker::noop());
         let mut seqs = Vec::new();
@@ -82,8 +96,9 @@ impl Rig {
                 let mut rest = &item.bytes[..];
                 while !rest.is_empty() {
                     let len = rest[1] as usize;
-                    if let Scanned::Tick { seq, .. } = scan(&rest[2..2 + len]) {
-                        seqs.push(seq);
+                    if let Scanned::Tick { sym, seq, .. } = scan(&rest[2..2 + len]) {
+                        let sym = std::str::from_utf8(&sym[1..]).unwrap().parse().unwrap();
+                        seqs.push((sym, seq));
                     }
                     rest = &rest[2 + len..];
                 }
@@ -134,15 +149,50 @@ async fn at_most_one_tick_per_interval_always_the_newest_and_the_first_after_qui
     assert_eq!(r.drain(), Vec::<u64>::new());
     pass(90).await;
     assert_eq!(r.drain(), vec![6]);
-    // Then a quiet interval (200..300 ms, no tick) ends the view's wait: the
-    // next tick goes at once, whenever it comes.
+    // Window 300..400 ms has no tick at all but 300..365 would not do: the
+    // window before it (200..300) had its message (6, sent at 200), so a
+    // tick now waits for the window's end...
     pass(150).await;
     assert_eq!(r.drain(), Vec::<u64>::new());
     r.publish(7);
-    assert_eq!(r.drain(), vec![7], "the first tick after a quiet interval");
-    r.publish(8);
     assert_eq!(r.drain(), Vec::<u64>::new());
-    assert_eq!(r.folded(), (3, 2));
+    pass(40).await;
+    assert_eq!(r.drain(), vec![7]);
+    // ...while after a whole quiet window (500..600 ms) the next tick goes at
+    // once, whenever it comes.
+    pass(250).await;
+    r.publish(8);
+    assert_eq!(r.drain(), vec![8], "the first tick after a quiet interval");
+    r.publish(9);
+    assert_eq!(r.drain(), Vec::<u64>::new());
+    assert_eq!(r.folded(), (3, 3));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_held_ticks_of_all_a_connections_symbols_go_out_together_at_the_window_end() {
+    let mut r = Rig::new();
+    r.hub.subscribe(
+        &r.outbox,
+        &[(0, Start::Snapshot), (1, Start::Snapshot)],
+        100,
+        |_| Bytes::new(),
+    );
+    // Both symbols start quiet: their first ticks go at once, at different
+    // moments of the first window (0 and 30 ms)...
+    r.publish_of(0, 1);
+    assert_eq!(r.drain_of(), vec![(0, 1)]);
+    pass(30).await;
+    r.publish_of(1, 1);
+    assert_eq!(r.drain_of(), vec![(1, 1)]);
+    // ...and from then on both wait for the same window ends: each end
+    // finds the writer both ticks at once.
+    for seq in 2..=4 {
+        r.publish_of(0, seq);
+        r.publish_of(1, seq);
+        assert_eq!(r.drain_of(), vec![]);
+        pass(100).await;
+        assert_eq!(r.drain_of(), vec![(0, seq), (1, seq)], "window {seq}");
+    }
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

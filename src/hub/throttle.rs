@@ -9,9 +9,9 @@
 //! of throttled views, apart from the unthrottled subscribers, so the
 //! unthrottled fan-out does not even look at it. For each tick the
 //! publisher does one of two things per view, under the topic lock:
-//! - the view sent nothing in the current window: the tick goes to the
-//!   outbox at once;
-//! - it did: the tick replaces the pending slot (a shared slice of the
+//! - the view sent nothing in the current window nor in the one before (a
+//!   quiet interval): the tick goes to the outbox at once;
+//! - else: the tick replaces the pending slot (a shared slice of the
 //!   batch's encoded frame, no copy; a tick it replaces is counted as
 //!   folded, `tickwire_throttled_ticks_total`), and the view is put on its
 //!   group's list for the window's end (once per window).
@@ -141,27 +141,28 @@ impl Group {
 }
 
 /// What the publisher does with a tick for a view (its lock held) in
-/// window `w`: send it at once (the caller does), or hold it as the
-/// pending tick, the view listed for the window's end (once per window).
+/// window `w`: send it at once (the caller does) after a quiet interval (no
+/// message in this window nor the one before), or hold it as the pending
+/// tick, the view listed for the window's end (once per window). An active
+/// symbol's ticks thus all go at window ends, together with the
+/// connection's other symbols: one write per window, not one per symbol.
 pub fn admit(
     view: &Arc<View>,
     s: &mut ViewState,
     w: u64,
     pending: impl FnOnce() -> Pending,
 ) -> Admit {
-    if s.sent_in < w {
-        // Nothing sent in this window yet: at once (a tick still held from
-        // the window before is older: folded).
+    if s.sent_in == 0 || s.sent_in + 1 < w {
+        // A quiet interval: at once.
         let folded = s.pending.take().is_some();
         s.sent_in = w;
         return Admit::Now { folded };
     }
     if !s.listed {
         let mut due = view.group.due.lock();
-        if due.flushed >= w && s.sent_in <= due.flushed {
+        if due.flushed >= w && s.sent_in < due.flushed {
             // Window `w` ended (and was flushed) while the batch was on its
-            // way: the tick is in the next window, where the view has sent
-            // nothing yet.
+            // way: the tick is in the next window, after a quiet one.
             let next = due.flushed + 1;
             drop(due);
             let folded = s.pending.take().is_some();
