@@ -12,7 +12,7 @@ use tickwire::feed::{Generator, Tick, Universe};
 use tickwire::hub::{Hub, Publisher, Sessions, Start};
 use tickwire::metrics::Metrics;
 use tickwire::outbox::{Limits, Outbox, Policy};
-use tickwire::tick::{TickFrame, TickKind};
+use tickwire::tick::{EncodedBatch, TickFrame, TickKind};
 use tickwire_protocol::Request;
 
 fn main() {
@@ -41,6 +41,39 @@ fn encode_tick(bencher: Bencher) {
     bencher.bench_local(|| TickFrame::encode(divan::black_box(&t), u.get(t.sym), TickKind::Tick));
 }
 
+/// A client reading one tick as JSON: the full, exact parse into a
+/// [`TickMsg`](tickwire_protocol::TickMsg) (owned symbol, exact decimals).
+#[divan::bench]
+fn client_parse_tick_json(bencher: Bencher) {
+    let (u, t) = aapl();
+    let mut json = Vec::new();
+    tickwire::tick::write_json(&mut json, &t, u.get(t.sym), TickKind::Tick);
+    bencher
+        .counter(divan::counter::BytesCount::new(json.len()))
+        .bench_local(|| tickwire_protocol::TickMsg::parse(divan::black_box(&json)).unwrap());
+}
+
+/// A client reading the sym, seq and ts of a JSON tick (what the load-test
+/// harness does: `tickwire_protocol::tick::scan`).
+#[divan::bench]
+fn client_scan_tick_json(bencher: Bencher) {
+    let (u, t) = aapl();
+    let mut json = Vec::new();
+    tickwire::tick::write_json(&mut json, &t, u.get(t.sym), TickKind::Tick);
+    bencher.bench_local(|| tickwire_protocol::tick::scan(divan::black_box(&json)));
+}
+
+/// A client reading the same tick in the binary layout (`?format=binary`).
+#[divan::bench]
+fn client_parse_tick_binary(bencher: Bencher) {
+    let (u, t) = aapl();
+    let mut bin = Vec::new();
+    tickwire::tick::to_binary(&t, u.get(t.sym), TickKind::Tick).write(&mut bin);
+    bencher
+        .counter(divan::counter::BytesCount::new(bin.len()))
+        .bench_local(|| tickwire_protocol::BinaryTick::parse(divan::black_box(&bin)).unwrap());
+}
+
 const SUBSCRIBE: &[u8] = br#"{"op":"subscribe","symbols":["AAPL","MSFT","BTC-USD"],"id":7}"#;
 
 /// A control message, simd-json with the connection's reused buffers.
@@ -66,11 +99,11 @@ fn parse_control_fresh_buffers(bencher: Bencher) {
 
 const GEN_BATCH: u64 = 100_000;
 
-/// Runs a generator over 10,000 symbols at 100 ticks/s (1,000,000 ticks/s
+/// A `symbols`-instrument universe trading 1M ticks/s in all (market time,
 /// nominal), handing each tick to `per_tick`; each iteration makes 100,000
 /// ticks (0.1 s of market time).
-fn bench_generator(bencher: Bencher, mut per_tick: impl FnMut(&Universe, &Tick)) {
-    let u = Universe::synthetic(10_000, 100.0);
+fn bench_generator(bencher: Bencher, symbols: u32, mut per_tick: impl FnMut(&Universe, &Tick)) {
+    let u = Universe::synthetic(symbols, 1_000_000.0 / symbols as f64);
     let mut gen = Generator::new(&u, 1);
     let mut now = 0u64;
     bencher.counter(ItemsCount::new(GEN_BATCH)).bench_local(|| {
@@ -82,20 +115,33 @@ fn bench_generator(bencher: Bencher, mut per_tick: impl FnMut(&Universe, &Tick))
     });
 }
 
-/// The generator alone.
-#[divan::bench]
-fn generate(bencher: Bencher) {
-    bench_generator(bencher, |_, t| {
+/// The generator alone, over 100 and 10,000 symbols (1M ticks/s of market
+/// time either way).
+#[divan::bench(args = [100, 10_000])]
+fn generate(bencher: Bencher, symbols: u32) {
+    bench_generator(bencher, symbols, |_, t| {
         divan::black_box(t);
     });
 }
 
-/// What the feed task does per tick with nobody subscribed: generate and
-/// encode.
-#[divan::bench]
-fn generate_and_encode(bencher: Bencher) {
-    bench_generator(bencher, |u, t| {
-        divan::black_box(TickFrame::encode(t, u.get(t.sym), TickKind::Tick));
+/// What the feed does per pass with nobody subscribed: generate the due
+/// ticks and encode each once into the pass's shared buffer
+/// ([`EncodedBatch`], one pass per millisecond of market time, ~1,000 ticks).
+#[divan::bench(args = [100, 10_000])]
+fn generate_and_encode(bencher: Bencher, symbols: u32) {
+    let u = Universe::synthetic(symbols, 1_000_000.0 / symbols as f64);
+    let mut gen = Generator::new(&u, 1);
+    let mut batch = EncodedBatch::default();
+    let mut now = 0u64;
+    bencher.counter(ItemsCount::new(GEN_BATCH)).bench_local(|| {
+        let mut n = 0;
+        while n < GEN_BATCH as usize {
+            now += 1_000_000;
+            batch.clear();
+            n += gen.advance(now, now / 1000, |t| batch.encode(t, u.get(t.sym)));
+            batch.seal();
+            divan::black_box(&batch);
+        }
     });
 }
 

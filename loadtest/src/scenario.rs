@@ -1,6 +1,6 @@
 //! Scenario files (loadtest/scenarios/*.toml): the server's feed, the client
-//! load, and for stepped or compared runs how the runs relate. The four
-//! standard scenarios are compiled in, so the binary works from anywhere.
+//! load, and for stepped or compared runs how the runs relate. The standard
+//! scenarios are compiled in, so the binary works from anywhere.
 
 use std::path::Path;
 
@@ -17,6 +17,16 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "slow-consumer",
         include_str!("../scenarios/slow-consumer.toml"),
+    ),
+    ("load-4m", include_str!("../scenarios/load-4m.toml")),
+    ("cpu-1m", include_str!("../scenarios/cpu-1m.toml")),
+    (
+        "throughput-1000",
+        include_str!("../scenarios/throughput-1000.toml"),
+    ),
+    (
+        "connections-max",
+        include_str!("../scenarios/connections-max.toml"),
     ),
 ];
 

@@ -170,18 +170,23 @@ pub fn write_fixed(out: &mut Vec<u8>, units: i64, decimals: u32) {
     if units < 0 {
         out.push(b'-');
     }
-    let abs = units.unsigned_abs();
+    // One integer conversion of all the digits, the point put in place:
+    // no power of ten, division or second conversion per number.
     let mut buf = itoa::Buffer::new();
-    if decimals == 0 {
-        out.extend_from_slice(buf.format(abs).as_bytes());
-        return;
+    let digits = buf.format(units.unsigned_abs()).as_bytes();
+    let d = decimals as usize;
+    if d == 0 {
+        out.extend_from_slice(digits);
+    } else if digits.len() > d {
+        let (int, frac) = digits.split_at(digits.len() - d);
+        out.extend_from_slice(int);
+        out.push(b'.');
+        out.extend_from_slice(frac);
+    } else {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', d - digits.len()));
+        out.extend_from_slice(digits);
     }
-    let scale = 10u64.pow(decimals);
-    out.extend_from_slice(buf.format(abs / scale).as_bytes());
-    out.push(b'.');
-    let frac = buf.format(abs % scale).as_bytes();
-    out.extend(std::iter::repeat_n(b'0', decimals as usize - frac.len()));
-    out.extend_from_slice(frac);
 }
 
 #[cfg(test)]

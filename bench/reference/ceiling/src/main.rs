@@ -1,13 +1,15 @@
 //! The ceiling: the least a server must do to fan ticks out over WebSocket.
 //!
-//! Each tick is encoded once into complete frame bytes (`TickFrame`), the feed
-//! thread appends a reference to every subscriber's queue (one lock per
-//! connection per batch), and each connection's writer sends everything
-//! queued with one vectored write per wake-up. No policies, no limits, no
-//! metrics, no heartbeats: queues are unbounded. Same universe, rates and
-//! Poisson generator as tickwire (`tickwire::feed`).
+//! The due ticks of one feed pass are encoded once, back to back, into one
+//! shared buffer (`EncodedBatch`); each subscriber gets one slice per run of
+//! consecutive frames it subscribed to (one iovec and one reference count per
+//! run, not per tick), one queue lock and at most one wake-up per connection
+//! per pass; each connection's writer sends everything queued with one
+//! vectored write per wake-up. One runtime worker by default. No policies, no
+//! limits, no metrics, no heartbeats: queues are unbounded. Same universe,
+//! rates and Poisson generator as tickwire (`tickwire::feed`).
 //!
-//! Usage: tickwire-ceiling --listen 127.0.0.1:0 --synthetic 100 --rate 100 [--seed 1]
+//! Usage: tickwire-ceiling --listen 127.0.0.1:0 --synthetic 100 --rate 100 [--seed 1] [--threads 1]
 
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +20,7 @@ use base64::Engine;
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
 use tickwire::feed::{Generator, Universe};
-use tickwire::tick::{TickFrame, TickKind};
+use tickwire::tick::EncodedBatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -42,6 +44,7 @@ struct Args {
     symbols: u32,
     rate: f64,
     seed: u64,
+    threads: usize,
 }
 
 fn args() -> Args {
@@ -50,6 +53,7 @@ fn args() -> Args {
         symbols: 100,
         rate: 100.0,
         seed: 1,
+        threads: 1,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -59,6 +63,7 @@ fn args() -> Args {
             "--synthetic" => a.symbols = v[i + 1].parse().expect("--synthetic N"),
             "--rate" => a.rate = v[i + 1].parse().expect("--rate R"),
             "--seed" => a.seed = v[i + 1].parse().expect("--seed N"),
+            "--threads" => a.threads = v[i + 1].parse().expect("--threads N"),
             other => panic!("unknown flag {other}"),
         }
         i += 2;
@@ -75,9 +80,18 @@ fn main() -> std::io::Result<()> {
         conns: Vec::new(),
         by_symbol: vec![Vec::new(); universe.len()],
     }));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // One worker by default: on 2 shared cores a second runtime thread adds
+    // cross-thread wake-ups and contention on the queues (bench/README.md).
+    let rt = if a.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(a.threads)
+            .enable_all()
+            .build()?
+    };
     rt.block_on(async move {
         tokio::spawn(feed(universe.clone(), registry.clone(), a.seed));
         let addr: std::net::SocketAddr = a.listen.parse().expect("--listen ADDR");
@@ -102,40 +116,63 @@ fn wall_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// A stretch of consecutive frames of one pass's buffer: one iovec.
+#[derive(Clone, Copy)]
+struct Run {
+    chunk: u32,
+    start: u32,
+    end: u32,
+}
+
 /// The feed task: sleeps on the tokio timer until the next tick is due (the
 /// same cadence as tickwire's feed, so both publish the same batches),
-/// encodes each due tick once, and hands every subscriber its share of the
-/// batch with one lock and at most one wake-up per connection.
+/// encodes the pass's due ticks back to back into one shared buffer, and
+/// hands every subscriber one slice per run of consecutive frames it wants,
+/// with one lock and at most one wake-up per connection per pass.
 async fn feed(universe: Arc<Universe>, registry: Arc<Mutex<Registry>>, seed: u64) {
     let mut gen = Generator::new(&universe, seed);
     let start = tokio::time::Instant::now();
-    let mut frames: Vec<TickFrame> = Vec::new();
-    let mut staged: Vec<Vec<Bytes>> = Vec::new();
+    let mut batch = EncodedBatch::default();
+    let mut staged: Vec<Vec<Run>> = Vec::new();
     let mut touched: Vec<usize> = Vec::new();
     loop {
         let now_ns = start.elapsed().as_nanos() as u64;
-        frames.clear();
-        gen.advance(now_ns, wall_us(), |t| {
-            frames.push(TickFrame::encode(t, universe.get(t.sym), TickKind::Tick))
-        });
-        {
+        batch.clear();
+        gen.advance(now_ns, wall_us(), |t| batch.encode(t, universe.get(t.sym)));
+        batch.seal();
+        if !batch.is_empty() {
             let reg = registry.lock().unwrap();
             if staged.len() < reg.conns.len() {
                 staged.resize_with(reg.conns.len(), Vec::new);
             }
-            for f in &frames {
+            for i in 0..batch.len() as u32 {
+                let f = batch.frame(i);
                 for &c in &reg.by_symbol[f.sym as usize] {
-                    if staged[c].is_empty() {
-                        touched.push(c);
+                    let runs = &mut staged[c];
+                    match runs.last_mut() {
+                        Some(r) if r.chunk == f.chunk && r.end == f.start => r.end = f.end,
+                        last => {
+                            if last.is_none() {
+                                touched.push(c);
+                            }
+                            runs.push(Run {
+                                chunk: f.chunk,
+                                start: f.start,
+                                end: f.end,
+                            });
+                        }
                     }
-                    staged[c].push(f.bytes.clone());
                 }
             }
             for &c in &touched {
                 if let Some(conn) = &reg.conns[c] {
                     let mut q = conn.queue.lock().unwrap();
                     let was_empty = q.is_empty();
-                    q.append(&mut staged[c]);
+                    q.extend(
+                        staged[c]
+                            .iter()
+                            .map(|r| batch.slice(r.chunk, r.start, r.end)),
+                    );
                     drop(q);
                     if was_empty {
                         conn.wake.notify_one();
