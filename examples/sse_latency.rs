@@ -39,7 +39,9 @@ async fn main() {
     for _ in 0..streams {
         let (addr, symbols) = (addr.clone(), symbols.clone());
         tasks.push(tokio::spawn(async move {
-            let tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+            let tcp = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
             let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
                 .await
                 .expect("handshake");
@@ -54,8 +56,12 @@ async fn main() {
             let mut last: HashMap<Vec<u8>, u64> = HashMap::new();
             let mut gaps = 0u64;
             while Instant::now() < end {
-                let Some(Ok(frame)) = body.frame().await else { break };
-                let Ok(data) = frame.into_data() else { continue };
+                let Some(Ok(frame)) = body.frame().await else {
+                    break;
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 let now = now_us();
                 let measuring = Instant::now() >= start;
                 for e in parser.feed(&data) {

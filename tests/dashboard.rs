@@ -50,12 +50,19 @@ async fn dashboard_end_to_end_in_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_falls_back_to_sse_and_resumes_after_a_cut_in_chromium() {
-    in_browser("dashboard-sse-failure.png", |c| async move { run_sse(&c).await }).await;
+    in_browser(
+        "dashboard-sse-failure.png",
+        |c| async move { run_sse(&c).await },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_stays_responsive_with_200_of_2000_symbols_at_50_per_s_in_chromium() {
-    in_browser("dashboard-busy-failure.png", |c| async move { run_busy(&c).await }).await;
+    in_browser("dashboard-busy-failure.png", |c| async move {
+        run_busy(&c).await
+    })
+    .await;
 }
 
 /// Runs `steps` in a fresh browser session, saving `failure_shot` if they
@@ -338,7 +345,9 @@ async fn run_sse(c: &Client) -> Res {
     .await?;
     let refused = proxy.refused.load(std::sync::atomic::Ordering::Relaxed);
     if refused < 2 {
-        return Err(format!("the page gave up on WebSocket after {refused} refusals"));
+        return Err(format!(
+            "the page gave up on WebSocket after {refused} refusals"
+        ));
     }
     wait_ticks(c, &syms, 20, "ticks over SSE").await?;
     // The network drops: every connection through the proxy is cut.
@@ -372,7 +381,11 @@ async fn run_sse(c: &Client) -> Res {
             let seq = match (v.as_u64(), v.as_str()) {
                 (Some(seq), _) => seq,
                 (None, Some(snap)) if i == 0 => snap[1..].parse().map_err(|e| format!("{e}"))?,
-                _ => return Err(format!("{sym}: a snapshot after the start at {i}: {list:?}")),
+                _ => {
+                    return Err(format!(
+                        "{sym}: a snapshot after the start at {i}: {list:?}"
+                    ))
+                }
             };
             if let Some(p) = prev {
                 if seq != p + 1 {
@@ -426,7 +439,12 @@ async fn run_busy(c: &Client) -> Res {
     for calm in [false, true] {
         if calm {
             click(c, "#calm").await?;
-            wait_for(c, "the calm view live", "return window.__tickwire.calm() && window.__tickwire.state() === 'live' || null;").await?;
+            wait_for(
+                c,
+                "the calm view live",
+                "return window.__tickwire.calm() && window.__tickwire.state() === 'live' || null;",
+            )
+            .await?;
         }
         c.execute(
             "window.__long = [];
@@ -446,7 +464,12 @@ async fn run_busy(c: &Client) -> Res {
             .map_err(|e| e.to_string())?;
         let over: Vec<u64> = long
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_u64).filter(|&d| d > 100).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_u64)
+                    .filter(|&d| d > 100)
+                    .collect()
+            })
             .unwrap_or_default();
         if !over.is_empty() {
             return Err(format!("long tasks over 100 ms (calm {calm}): {over:?}"));

@@ -193,7 +193,10 @@ async fn a_reconnect_with_last_event_id_continues_with_no_hole_and_no_duplicate(
     while seen < 100 {
         let e = s.event().await;
         let (v, _) = tick_of(&e);
-        last.insert(v["sym"].as_str().unwrap().into(), v["seq"].as_u64().unwrap());
+        last.insert(
+            v["sym"].as_str().unwrap().into(),
+            v["seq"].as_u64().unwrap(),
+        );
         id = e.id;
         seen += 1;
     }
@@ -217,7 +220,9 @@ async fn a_reconnect_with_last_event_id_continues_with_no_hole_and_no_duplicate(
         counter = c;
         let sym = v["sym"].as_str().unwrap().to_string();
         let seq = v["seq"].as_u64().unwrap();
-        let prev = last.insert(sym.clone(), seq).expect("a symbol of the stream");
+        let prev = last
+            .insert(sym.clone(), seq)
+            .expect("a symbol of the stream");
         assert_eq!(seq, prev + 1, "{sym}: no hole, no duplicate");
         replayed += 1;
     }
@@ -256,7 +261,10 @@ async fn a_resume_that_cannot_be_served_sends_a_reset_naming_the_symbols_then_sn
         let mut named: Reset = serde_json::from_str(&reset.data).unwrap();
         named.symbols.sort();
         assert_eq!(named.symbols, ["S0", "S1"], "{why}");
-        assert!(EventId::parse(&reset.id).is_some(), "the reset has an id too");
+        assert!(
+            EventId::parse(&reset.id).is_some(),
+            "the reset has an id too"
+        );
         let mut snaps: Vec<String> = Vec::new();
         for _ in 0..2 {
             let e = s.event().await;
@@ -368,6 +376,10 @@ async fn a_stream_that_is_not_read_is_ended_by_its_bounded_queue() {
         .await;
     // What was written before the cut, then the reason, then the end.
     let rest = s.rest().await;
-    assert!(rest.ends_with(": closing: slow_consumer\n\n"), "{}", &rest[rest.len().saturating_sub(200)..]);
+    assert!(
+        rest.ends_with(": closing: slow_consumer\n\n"),
+        "{}",
+        &rest[rest.len().saturating_sub(200)..]
+    );
     server.stop().await;
 }

@@ -242,7 +242,11 @@ async fn throttle_ms_out_of_range_is_a_bad_request_on_subscribe_and_on_connect()
         ))
         .await;
         let e = c.json_of("error").await;
-        assert_eq!((&e["code"], &e["id"]), (&json!("bad_request"), &json!(9)), "{e}");
+        assert_eq!(
+            (&e["code"], &e["id"]),
+            (&json!("bad_request"), &json!(9)),
+            "{e}"
+        );
     }
     for bad in ["5", "60001", "x", "-1"] {
         let (status, body) = http_get_upgrade(server.addr, &format!("/ws?throttle_ms={bad}")).await;
@@ -281,7 +285,8 @@ async fn a_throttled_connection_folds_ticks_and_a_resubscribe_switches_to_every_
     // enough that nothing but the first tick comes while the test looks.
     let server = start(&["--synthetic", "1", "--rate", "500"]).await;
     let mut c = server.client("/ws?throttle_ms=60000").await;
-    c.send(r#"{"op":"subscribe","symbols":["S0"],"id":1}"#).await;
+    c.send(r#"{"op":"subscribe","symbols":["S0"],"id":1}"#)
+        .await;
     assert_eq!(c.json().await["type"], "subscribed");
     // The snapshot (if the feed has ticked), then the first tick at once.
     let first = loop {
@@ -304,7 +309,10 @@ async fn a_throttled_connection_folds_ticks_and_a_resubscribe_switches_to_every_
     let held = c.json().await;
     assert_eq!(held["type"], "tick", "{held}");
     let held = held["seq"].as_u64().unwrap();
-    assert!(held >= before && held > first + 20, "{first} {before} {held}");
+    assert!(
+        held >= before && held > first + 20,
+        "{first} {before} {held}"
+    );
     // The ack comes once, and live ticks may already precede it: the ticks
     // go on from the held one with no hole and no duplicate.
     let mut acked = false;
@@ -317,7 +325,11 @@ async fn a_throttled_connection_folds_ticks_and_a_resubscribe_switches_to_every_
             acked = true;
             continue;
         }
-        assert_eq!((&v["type"], &v["seq"]), (&json!("tick"), &json!(expected)), "{v}");
+        assert_eq!(
+            (&v["type"], &v["seq"]),
+            (&json!("tick"), &json!(expected)),
+            "{v}"
+        );
         expected += 1;
     }
     assert!(acked);

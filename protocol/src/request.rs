@@ -312,7 +312,11 @@ mod tests {
                 r#"{{"op":"subscribe","symbols":["A"],"throttle_ms":{bad},"id":6}}"#
             ))
             .unwrap_err();
-            assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(Id::Int(6))), "{bad}");
+            assert_eq!(
+                (e.code, e.id),
+                (ErrorCode::BadRequest, Some(Id::Int(6))),
+                "{bad}"
+            );
             assert!(e.message.contains("throttle_ms"), "{}", e.message);
         }
         // Not a whole number of milliseconds: not a request at all.

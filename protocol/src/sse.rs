@@ -150,7 +150,8 @@ mod tests {
 
     #[test]
     fn the_parser_takes_events_split_anywhere() {
-        let stream = b"retry: 1000\n\n: hb\n\nid: e-1\nevent: tick\ndata: {\"a\":1}\n\ndata: x\ndata: y\n\n";
+        let stream =
+            b"retry: 1000\n\n: hb\n\nid: e-1\nevent: tick\ndata: {\"a\":1}\n\ndata: x\ndata: y\n\n";
         for split in 0..stream.len() {
             let mut p = Parser::default();
             let mut events = p.feed(&stream[..split]);

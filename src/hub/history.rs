@@ -248,8 +248,9 @@ mod tests {
 
     #[test]
     fn resumes_by_publish_counter_replay_everything_after_it_or_nothing() {
-        let seqs =
-            |r: Option<Vec<(u64, &Bytes)>>| r.map(|v| v.iter().map(|(_, b)| b[0]).collect::<Vec<_>>());
+        let seqs = |r: Option<Vec<(u64, &Bytes)>>| {
+            r.map(|v| v.iter().map(|(_, b)| b[0]).collect::<Vec<_>>())
+        };
         let h = ring(4, 1..=10); // holds seqs 7..=10, counters 70..=100
         assert_eq!(seqs(h.after_published(75, 100)), Some(vec![8, 9, 10]));
         assert_eq!(seqs(h.after_published(70, 100)), Some(vec![8, 9, 10]));

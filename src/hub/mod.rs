@@ -451,8 +451,7 @@ impl Hub {
                 .iter()
                 .map(|s| Some(!result.unrecovered.contains(s)))
                 .collect();
-            self.metrics
-                .count_resumes(&outcome, result.replayed as u64);
+            self.metrics.count_resumes(&outcome, result.replayed as u64);
         }
         self.metrics
             .subscriptions
@@ -464,7 +463,8 @@ impl Hub {
     /// event it was sent as live.
     fn sse_replay(&self, published: u64, json_frame: &Bytes) -> Bytes {
         let json = crate::wire::payload(json_frame);
-        let mut out = Vec::with_capacity(crate::tick::sse_head_capacity(self.epoch.len()) + json.len() + 2);
+        let mut out =
+            Vec::with_capacity(crate::tick::sse_head_capacity(self.epoch.len()) + json.len() + 2);
         crate::tick::write_sse_head(&mut out, &self.epoch, published, TickKind::Tick);
         out.extend_from_slice(json);
         out.extend_from_slice(b"\n\n");
@@ -782,8 +782,12 @@ impl Publisher {
                     // or SSE subscriber that arrived after the batch was
                     // encoded: deliver this one directly, under the topic lock.
                     let w = if at == NOT_ENCODED {
-                        sub.outbox
-                            .push_frame(&encode_late(hub, sub.outbox.format(), tick, published))
+                        sub.outbox.push_frame(&encode_late(
+                            hub,
+                            sub.outbox.format(),
+                            tick,
+                            published,
+                        ))
                     } else {
                         sub.outbox
                             .push_batch(batch, &[at], None)

@@ -223,11 +223,7 @@ impl Throttles {
                 });
                 match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => {
-                        runtime.spawn(run_group(
-                            Arc::downgrade(self),
-                            g.clone(),
-                            metrics.clone(),
-                        ));
+                        runtime.spawn(run_group(Arc::downgrade(self), g.clone(), metrics.clone()));
                     }
                     Err(_) => tracing::warn!(
                         "throttled view outside a tokio runtime: its ticks wait for nothing"

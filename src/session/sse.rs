@@ -122,7 +122,10 @@ pub fn open(
         hub.epoch()
     );
     if params.throttle_ms > 0 {
-        hello.insert_str(hello.len() - 1, &format!(": throttle_ms {}\n", params.throttle_ms));
+        hello.insert_str(
+            hello.len() - 1,
+            &format!(": throttle_ms {}\n", params.throttle_ms),
+        );
     }
     outbox.push_reply(Bytes::from(hello), FrameKind::Text);
     let resume = match params.last_event_id.as_deref().filter(|s| !s.is_empty()) {
