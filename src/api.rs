@@ -173,7 +173,7 @@ fn history(query: Option<&str>, hub: &Hub) -> Response<Body> {
     tickwire_protocol::HistoryPage::write(
         &mut body,
         &name,
-        hub.epoch(),
+        &hub.epoch(),
         page.first_seq,
         page.last_seq,
         page.complete,

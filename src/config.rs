@@ -1,6 +1,9 @@
 //! Every knob of a tickwire process, from flags or `TICKWIRE_*` variables.
 //!
-//! One [`Config`] is parsed at start and shared read-only; tests build theirs
+//! The command line is a [`Cli`]: `tickwire [serve] [server flags]` (the
+//! single process), `tickwire feed --nats URL [feed flags]` or `tickwire
+//! gateway --nats URL [server flags]` (scaled out over a broker). One
+//! [`Config`] is parsed at start and shared read-only; tests build theirs
 //! with `Config::parse_from([...])`, so there is a single source of defaults.
 
 use std::net::SocketAddr;
@@ -22,41 +25,17 @@ fn secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// The server's flags (`tickwire`, `tickwire serve`, `tickwire gateway`).
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "tickwire",
-    version,
-    about = "Streams simulated market data to WebSocket clients with low latency",
-    after_help = "Connect with a WebSocket client to ws://ADDR/ws?symbols=AAPL,MSFT or open http://ADDR/ in a browser.\nEvery flag can also be set with the environment variable shown."
-)]
 pub struct Config {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "TICKWIRE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Feed file (TOML) describing the instruments; default: the embedded
-    /// feeds/demo.toml.
-    #[arg(long, env = "TICKWIRE_FEED", conflicts_with = "synthetic")]
-    pub feed: Option<PathBuf>,
-
-    /// Seed of the price and arrival processes; the same seed replays the same
-    /// ticks. Default: random.
-    #[arg(long, env = "TICKWIRE_SEED")]
-    pub seed: Option<u64>,
-
-    /// Replace the feed with COUNT symbols named S0..S{COUNT-1}.
-    #[arg(long, env = "TICKWIRE_SYNTHETIC", value_name = "COUNT",
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub synthetic: Option<u32>,
-
-    /// Ticks per second of each synthetic symbol.
-    #[arg(
-        long,
-        env = "TICKWIRE_RATE",
-        default_value_t = 10.0,
-        requires = "synthetic"
-    )]
-    pub rate: f64,
+    /// What the generator simulates (the feed flags; a gateway gives the
+    /// same ones as its feed, so that both agree on the instruments).
+    #[command(flatten)]
+    pub market: MarketArgs,
 
     /// Slow-consumer policy of connections that do not ask for one.
     #[arg(long, env = "TICKWIRE_POLICY", value_enum, default_value_t = Policy::Conflate)]
@@ -130,10 +109,145 @@ pub struct Config {
     pub backlog: u32,
 
     /// Worker threads serving connections (default: one per core but one,
-    /// which is left to the source's own thread and the kernel's network
-    /// work; at least one).
+    /// at least one). With one, connections and the source share a single
+    /// thread (the default on 2 cores, which measured best there); with
+    /// more, the source gets a thread of its own.
     #[arg(long, env = "TICKWIRE_THREADS")]
     pub threads: Option<usize>,
+}
+
+/// The feed flags: which instruments, at what rates, from which seed. The
+/// single process, `tickwire feed` and `tickwire gateway` share them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MarketArgs {
+    /// Feed file (TOML) describing the instruments; default: the embedded
+    /// feeds/demo.toml.
+    #[arg(long, env = "TICKWIRE_FEED", conflicts_with = "synthetic")]
+    pub feed: Option<PathBuf>,
+
+    /// Seed of the price and arrival processes; the same seed replays the same
+    /// ticks. Default: random.
+    #[arg(long, env = "TICKWIRE_SEED")]
+    pub seed: Option<u64>,
+
+    /// Replace the feed with COUNT symbols named S0..S{COUNT-1}.
+    #[arg(long, env = "TICKWIRE_SYNTHETIC", value_name = "COUNT",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub synthetic: Option<u32>,
+
+    /// Ticks per second of each synthetic symbol.
+    #[arg(
+        long,
+        env = "TICKWIRE_RATE",
+        default_value_t = 10.0,
+        requires = "synthetic"
+    )]
+    pub rate: f64,
+}
+
+impl MarketArgs {
+    /// The universe these flags ask for.
+    pub fn universe(&self) -> Result<Universe, FeedError> {
+        if let Some(count) = self.synthetic {
+            return Ok(Universe::synthetic(count, self.rate));
+        }
+        match &self.feed {
+            Some(path) => Universe::load(path),
+            None => Ok(Universe::demo()),
+        }
+    }
+}
+
+/// How a feed or a gateway reaches the broker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated, e.g. nats://127.0.0.1:4222.
+    #[arg(long = "nats", env = "TICKWIRE_NATS", value_name = "URL")]
+    pub url: String,
+
+    /// First token of every subject, so several feeds can share one broker.
+    #[arg(long = "nats-prefix", env = "TICKWIRE_NATS_PREFIX", default_value = "tickwire",
+          value_parser = subject_token)]
+    pub prefix: String,
+}
+
+fn subject_token(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a subject token (letters, digits, - and _ only)"
+        ))
+    }
+}
+
+/// `tickwire feed`: the generator, publishing to NATS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FeedConfig {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub market: MarketArgs,
+
+    /// Ticks per symbol the feed keeps to answer gateways that start late or
+    /// missed messages (at least 1: the latest tick is every snapshot).
+    #[arg(long, env = "TICKWIRE_HISTORY", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub history: u32,
+
+    /// Seconds between the one-line summaries in the log.
+    #[arg(long, env = "TICKWIRE_SUMMARY", default_value = "10", value_parser = secs)]
+    pub summary: Duration,
+}
+
+/// `tickwire gateway`: the server, fed from NATS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayConfig {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub server: Config,
+}
+
+/// What the process runs.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Generator and server in one process (the default, needs no broker).
+    Serve(Config),
+    /// The generator alone, publishing every tick to NATS.
+    Feed(FeedConfig),
+    /// The server alone, fed from NATS by a `tickwire feed`.
+    Gateway(GatewayConfig),
+}
+
+/// The command line: a subcommand, or the server's flags alone (which means
+/// `serve`, as before subcommands existed).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tickwire",
+    version,
+    about = "Streams simulated market data to WebSocket clients with low latency",
+    args_conflicts_with_subcommands = true,
+    after_help = "Connect with a WebSocket client to ws://ADDR/ws?symbols=AAPL,MSFT or open http://ADDR/ in a browser.\nEvery flag can also be set with the environment variable shown.\nScaling out: `tickwire feed --nats URL` once, `tickwire gateway --nats URL` per gateway (README, \"Scaling out\")."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+impl Cli {
+    /// The subcommand, `serve` when none was given.
+    pub fn command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
 }
 
 impl Config {
@@ -148,12 +262,6 @@ impl Config {
 
     /// The universe this configuration asks for.
     pub fn universe(&self) -> Result<Universe, FeedError> {
-        if let Some(count) = self.synthetic {
-            return Ok(Universe::synthetic(count, self.rate));
-        }
-        match &self.feed {
-            Some(path) => Universe::load(path),
-            None => Ok(Universe::demo()),
-        }
+        self.market.universe()
     }
 }

@@ -1,16 +1,19 @@
-//! The `tickwire` binary: parses the configuration, sets up logging and the
-//! runtime, binds the server and runs it until SIGINT or SIGTERM.
+//! The `tickwire` binary: parses the command line, sets up logging and the
+//! runtime, and runs until SIGINT or SIGTERM one of: the server with its own
+//! generator (`tickwire`, `tickwire serve`), the generator publishing to
+//! NATS (`tickwire feed`), or the server fed from NATS (`tickwire gateway`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tickwire::config::Config;
+use tickwire::config::{Cli, Command, Config, NatsArgs};
 use tickwire::server::Server;
+use tickwire::shutdown::Shutdown;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let command = Cli::parse().command();
     // Logs go to stderr, so stdout carries only the "listening on" lines
     // that scripts wait for.
     tracing_subscriber::fmt()
@@ -18,7 +21,43 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    match command {
+        Command::Serve(config) => serve(config, None),
+        Command::Gateway(g) => serve(g.server, Some(g.nats)),
+        Command::Feed(feed) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("tickwire: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async {
+                let shutdown = Shutdown::new();
+                let trigger = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("signal received; stopping the feed");
+                    trigger.trigger();
+                });
+                match tickwire::source::nats::feed::run(feed, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("tickwire feed: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}
 
+/// The server, with its own generator or (`nats`) fed from a feed.
+fn serve(config: Config, nats: Option<NatsArgs>) -> ExitCode {
     // Every connection is a file descriptor: take all the kernel allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) if (n as usize) < config.max_connections + 64 => tracing::warn!(
@@ -29,9 +68,20 @@ fn main() -> ExitCode {
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker (the default on 2 cores): a current-thread runtime, and the
+    // source runs on it too (Server::run), so the feed's wake-ups of the
+    // writers stay on one thread: no futex, no contended outbox locks.
+    // More workers: a multi-thread runtime and the source on its own thread.
+    // Why, with the measurements: bench/README.md, "Runtime configuration".
+    let mut runtime = match config.worker_threads() {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
     runtime.enable_all();
-    runtime.worker_threads(config.worker_threads());
     let runtime = match runtime.build() {
         Ok(r) => r,
         Err(e) => {
@@ -40,7 +90,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let server = match Server::bind(config).await {
+        let server = match Server::bind_with(config, nats).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("tickwire: {e}");

@@ -705,6 +705,10 @@ impl Task {
                     self.answered(conn).await?;
                 }
             }
+            // A gateway's announcement of ticks lost at the source: the next
+            // tick of the symbol jumps over exactly them, and the tracker
+            // turns that jump into the same `Event::Gap`.
+            Reply::Gap { .. } => {}
             Reply::Unsubscribed { id, .. } => {
                 if let Some(pending) = id_of(&id).and_then(|i| conn.sent.remove(&i)) {
                     if pending.resume {

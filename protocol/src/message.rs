@@ -104,6 +104,11 @@ mod tests {
                 ts: 9,
             },
             Reply::Heartbeat { ts: 1 },
+            Reply::Gap {
+                sym: "AAPL".into(),
+                from: 7,
+                to: 9,
+            },
             Reply::Symbols {
                 id: None,
                 symbols: vec![SymbolInfo {

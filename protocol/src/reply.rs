@@ -41,6 +41,11 @@ pub enum Reply {
     },
     /// Sent after a quiet interval, so silence never means a dead connection.
     Heartbeat { ts: u64 },
+    /// Ticks `from..=to` of `sym` were lost at the source (a gateway missed
+    /// them on its broker and its feed no longer had them); the next tick of
+    /// `sym` has seq `to + 1`. Sent in order, between the ticks around the
+    /// hole.
+    Gap { sym: String, from: u64, to: u64 },
     /// The answer to the `symbols` op.
     Symbols {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -47,9 +47,9 @@ use tickwire_protocol::TickMsg;
 use crate::feed::{SymbolId, Tick, Universe};
 use crate::metrics::Metrics;
 use crate::outbox::{Fenced, FrameKind, Outbox, Wakers};
-use crate::sync::MutexGuard;
+use crate::sync::{Mutex, MutexGuard};
 use crate::tick::{EncodedBatch, Format, TickFrame, TickKind};
-use history::Replay;
+use history::{History, Replay};
 use throttle::{Admit, Pending, Throttles};
 use topic::{Subscriber, Topic, TopicState};
 
@@ -58,8 +58,9 @@ pub struct Hub {
     universe: Arc<Universe>,
     topics: Vec<Topic>,
     metrics: Arc<Metrics>,
-    /// Names this run's seq space (see [`new_epoch`]).
-    epoch: String,
+    /// Names the seq space of the ticks (see [`new_epoch`]): this run's, or
+    /// the feed's when a broker feeds the hub ([`Hub::adopt_epoch`]).
+    epoch: Mutex<Arc<str>>,
     /// Ticks of history per topic.
     history: usize,
     /// The deadline queues of throttled views.
@@ -119,14 +120,34 @@ impl Hub {
             topics: (0..universe.len()).map(|_| Topic::new(history)).collect(),
             universe,
             metrics,
-            epoch,
+            epoch: Mutex::new(epoch.into()),
             history,
             throttles: Arc::default(),
         }
     }
 
-    pub fn epoch(&self) -> &str {
-        &self.epoch
+    pub fn epoch(&self) -> Arc<str> {
+        self.epoch.lock().clone()
+    }
+
+    /// Takes the epoch of an external source (a feed, over a broker). When it
+    /// differs from the current one, every topic's latest tick and history
+    /// belong to another seq space and are forgotten: a resume from the old
+    /// epoch gets `recovered:false`, and the source sends the new epoch's
+    /// state next. Returns whether the epoch changed.
+    pub fn adopt_epoch(&self, epoch: &str) -> bool {
+        let mut current = self.epoch.lock();
+        if &**current == epoch {
+            return false;
+        }
+        for topic in &self.topics {
+            let mut t = topic.lock();
+            t.latest = None;
+            t.latest_published = 0;
+            t.history = History::new(self.history);
+        }
+        *current = epoch.into();
+        true
     }
 
     /// Ticks of history kept per symbol.
@@ -372,6 +393,7 @@ impl Hub {
         reset: impl FnOnce(&[SymbolId]) -> Bytes,
     ) -> SseStart {
         debug_assert_eq!(outbox.format(), Format::Sse);
+        let epoch = self.epoch();
         let mut locked = self.lock_topics(syms);
         let mut queue = outbox.subscribing();
         let (mut msgs_left, mut bytes_left) = queue.room();
@@ -382,7 +404,7 @@ impl Hub {
             let snapshot = |events: &mut Vec<(u64, Bytes, FrameKind)>| {
                 if let Some(t) = &topic.latest {
                     let g = topic.latest_published;
-                    let ev = TickFrame::encode_sse(t, ins, TickKind::Snapshot, &self.epoch, g);
+                    let ev = TickFrame::encode_sse(t, ins, TickKind::Snapshot, &epoch, g);
                     events.push((g, ev.bytes, FrameKind::Text));
                 }
             };
@@ -409,7 +431,7 @@ impl Hub {
                     let n = frames.len();
                     let b: usize = frames
                         .iter()
-                        .map(|(_, f)| f.len() + crate::tick::sse_head_capacity(self.epoch.len()))
+                        .map(|(_, f)| f.len() + crate::tick::sse_head_capacity(epoch.len()))
                         .sum();
                     let fits = n <= msgs_left && b <= bytes_left;
                     if fits {
@@ -422,7 +444,7 @@ impl Hub {
                 Some(frames) => {
                     result.replayed += frames.len();
                     for (g, frame) in frames {
-                        events.push((g, self.sse_replay(g, frame), FrameKind::Replay));
+                        events.push((g, sse_replay(&epoch, g, frame), FrameKind::Replay));
                     }
                 }
                 None => {
@@ -457,18 +479,6 @@ impl Hub {
             .subscriptions
             .fetch_add(syms.len() as i64, Ordering::Relaxed);
         result
-    }
-
-    /// A history frame (a WebSocket frame of the tick's JSON) as the SSE
-    /// event it was sent as live.
-    fn sse_replay(&self, published: u64, json_frame: &Bytes) -> Bytes {
-        let json = crate::wire::payload(json_frame);
-        let mut out =
-            Vec::with_capacity(crate::tick::sse_head_capacity(self.epoch.len()) + json.len() + 2);
-        crate::tick::write_sse_head(&mut out, &self.epoch, published, TickKind::Tick);
-        out.extend_from_slice(json);
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
     }
 
     /// Removes `outbox` from the topics of `syms`; once this returns, no tick
@@ -605,12 +615,23 @@ impl Encoded {
     }
 }
 
+/// A history frame (a WebSocket frame of the tick's JSON) as the SSE event
+/// it was sent as live.
+fn sse_replay(epoch: &str, published: u64, json_frame: &Bytes) -> Bytes {
+    let json = crate::wire::payload(json_frame);
+    let mut out = Vec::with_capacity(crate::tick::sse_head_capacity(epoch.len()) + json.len() + 2);
+    crate::tick::write_sse_head(&mut out, epoch, published, TickKind::Tick);
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
 /// A tick's frame in a format the batch did not encode it in (its
 /// subscriber arrived after the batch was encoded).
 fn encode_late(hub: &Hub, format: Format, tick: &Tick, published: u64) -> TickFrame {
     let ins = hub.universe.get(tick.sym);
     match format {
-        Format::Sse => TickFrame::encode_sse(tick, ins, TickKind::Tick, &hub.epoch, published),
+        Format::Sse => TickFrame::encode_sse(tick, ins, TickKind::Tick, &hub.epoch(), published),
         f => TickFrame::encode_as(f, tick, ins, TickKind::Tick),
     }
 }
@@ -706,6 +727,23 @@ impl Publisher {
         self.ticks.push(*tick);
     }
 
+    /// Tells every subscriber of `sym` that its ticks `from..=to` are lost
+    /// at the source (a broker dropped them and the feed no longer has
+    /// them), between the ticks before and after the hole: the batch so far
+    /// is delivered first. The message is encoded once for all.
+    pub fn gap(&mut self, sym: SymbolId, from: u64, to: u64) {
+        self.finish_batch();
+        let frame = crate::wire::reply_frame(&tickwire_protocol::Reply::Gap {
+            sym: self.hub.universe.get(sym).symbol.clone(),
+            from,
+            to,
+        });
+        let topic = self.hub.topics[sym as usize].lock();
+        for sub in &topic.subscribers {
+            sub.outbox.push_reply(frame.clone(), FrameKind::Text);
+        }
+    }
+
     /// Delivers the batch: encode once, stage per topic, queue per
     /// connection, wake each writer once, record the batch.
     pub fn finish_batch(&mut self) {
@@ -738,6 +776,9 @@ impl Publisher {
         enc.sse.clear();
         enc.sse_at.clear();
         let first = self.published + 1;
+        // The epoch names SSE events; read (under its lock) only when some
+        // tick of the batch has SSE subscribers.
+        let mut epoch: Option<Arc<str>> = None;
         for (i, t) in self.ticks.iter().enumerate() {
             let ins = hub.universe.get(t.sym);
             enc.batch.encode(t, ins);
@@ -751,7 +792,8 @@ impl Publisher {
                 NOT_ENCODED
             });
             enc.sse_at.push(if topic.has_sse_subscribers() {
-                enc.sse.encode_sse(t, ins, &hub.epoch, first + i as u64);
+                let epoch = epoch.get_or_insert_with(|| hub.epoch());
+                enc.sse.encode_sse(t, ins, epoch, first + i as u64);
                 enc.sse.len() as u32 - 1
             } else {
                 NOT_ENCODED

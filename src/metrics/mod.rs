@@ -15,7 +15,9 @@
 //!
 //! - [`stats`]: the `/api/stats` body, assembled from a snapshot.
 //! - [`prometheus`]: the `/metrics` text.
+//! - [`broker`]: a gateway's NATS link.
 
+pub mod broker;
 mod prometheus;
 pub mod stats;
 
@@ -28,6 +30,7 @@ use tickwire_protocol::ErrorCode;
 
 use crate::close::DisconnectReason;
 use crate::sync::{Mutex, MutexGuard};
+pub use broker::BrokerMetrics;
 pub use stats::{Percentiles, Rates, Stats, Totals, Windowed};
 
 fn histogram() -> Histogram<u64> {
@@ -134,6 +137,8 @@ pub struct Metrics {
     pub sse_streams: AtomicI64,
     pub(crate) disconnects: [AtomicU64; DisconnectReason::ALL.len()],
     pub(crate) errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// A gateway's broker link (reported only by gateways).
+    pub broker: BrokerMetrics,
 }
 
 impl Default for Metrics {
@@ -162,6 +167,7 @@ impl Default for Metrics {
             sse_streams: AtomicI64::new(0),
             disconnects: Default::default(),
             errors: Default::default(),
+            broker: BrokerMetrics::default(),
         }
     }
 }

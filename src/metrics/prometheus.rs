@@ -143,6 +143,7 @@ impl Metrics {
         for (code, n) in &t.errors {
             let _ = writeln!(o, "tickwire_request_errors_total{{code=\"{code}\"}} {n}");
         }
+        self.broker.prometheus(&mut o);
         let r = self.rollup.lock();
         histogram_text(&mut o, "tickwire_tick_latency_seconds",
             "Tick generation to its bytes handed to the kernel, per delivered tick (rolled each second).",

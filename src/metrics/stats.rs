@@ -106,6 +106,9 @@ pub struct Stats {
     pub totals: Totals,
     pub latency_us: Windowed,
     pub fanout_us: Windowed,
+    /// Only on a gateway: its NATS link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<super::broker::BrokerStats>,
 }
 
 impl Metrics {
@@ -145,6 +148,7 @@ impl Metrics {
                 window_10s: Percentiles::of(&window.sent.fanout),
                 since_start: Percentiles::of(&r.total.sent.fanout),
             },
+            broker: self.broker.stats(),
         }
     }
 }

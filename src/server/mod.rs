@@ -21,12 +21,13 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, NatsArgs};
 use crate::feed::Universe;
 use crate::feed::{FeedError, Generator};
 use crate::hub::{self, history::History, Hub};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::source::nats::gateway::Gateway;
 use crate::source::Source;
 use crate::state::AppState;
 use crate::tick::frame_capacity;
@@ -87,6 +88,9 @@ pub struct Server {
     listener: Listener,
     state: Arc<AppState>,
     source: Source,
+    /// A gateway's source says when its first sync with the feed is done;
+    /// connections are accepted from then on.
+    ready: Option<tokio::sync::oneshot::Receiver<()>>,
     admission: Admission,
     shutdown: Shutdown,
 }
@@ -95,9 +99,28 @@ impl Server {
     /// Loads the universe, prepares the source and binds the listener;
     /// nothing runs until [`Server::run`].
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        Server::bind_with(config, None).await
+    }
+
+    /// As [`Server::bind`], fed from a `tickwire feed` over NATS when `nats`
+    /// is given (a gateway) instead of the local generator.
+    pub async fn bind_with(config: Config, nats: Option<NatsArgs>) -> Result<Server, ServerError> {
         let universe = config.universe()?;
-        let seed = config.seed.unwrap_or_else(rand::random);
-        let source = Source::Local(Generator::new(&universe, seed));
+        let seed = config.market.seed.unwrap_or_else(rand::random);
+        let (source, ready) = match nats {
+            None => (Source::Local(Generator::new(&universe, seed)), None),
+            Some(nats) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tracing::info!(url = nats.url, "gateway: ticks come from NATS");
+                (
+                    Source::Nats(Gateway {
+                        nats,
+                        ready: Some(tx),
+                    }),
+                    Some(rx),
+                )
+            }
+        };
         let listener = Listener::bind(config.listen, config.backlog).map_err(|source| {
             ServerError::Listen {
                 addr: config.listen,
@@ -117,7 +140,7 @@ impl Server {
             symbols = hub.universe().len(),
             ticks_per_s = hub.universe().total_rate(),
             seed,
-            epoch = hub.epoch(),
+            epoch = %hub.epoch(),
             "feed ready"
         );
         tracing::info!(
@@ -129,6 +152,7 @@ impl Server {
             admission: Admission::new(config.max_connections, metrics),
             state: Arc::new(AppState::new(hub, config)),
             source,
+            ready,
             shutdown: Shutdown::new(),
         })
     }
@@ -155,11 +179,29 @@ impl Server {
             listener,
             state,
             source,
+            ready,
             admission,
             shutdown,
         } = self;
         let tracker = TaskTracker::new();
-        let source = spawn_source(source, state.hub.clone(), shutdown.clone());
+        // On a current-thread runtime the source is one more task beside the
+        // connections (a thread of its own would wake them across threads);
+        // on a multi-thread runtime it gets its own thread, so connection
+        // work cannot delay the feed.
+        let one_thread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
+        let source = if one_thread {
+            tokio::spawn(source.run(state.hub.clone(), shutdown.clone()));
+            None
+        } else {
+            Some(spawn_source(source, state.hub.clone(), shutdown.clone()))
+        };
+        if let Some(ready) = ready {
+            tokio::select! {
+                _ = ready => {}
+                () = shutdown.triggered() => {}
+            }
+        }
         let reporter = tokio::spawn(reporter::run(state.clone(), shutdown.clone()));
         let http = http::Http {
             state: state.clone(),
@@ -188,7 +230,9 @@ impl Server {
                 "sessions still open after the shutdown grace period; dropping them"
             );
         }
-        let _ = tokio::task::spawn_blocking(move || source.join()).await;
+        if let Some(source) = source {
+            let _ = tokio::task::spawn_blocking(move || source.join()).await;
+        }
         reporter.abort();
         tracing::info!("shut down");
     }

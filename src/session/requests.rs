@@ -237,7 +237,7 @@ impl Session {
         }
         if !resolved.known.is_empty() {
             // A seq means something only in the epoch it came from.
-            let same_epoch = epoch == Some(hub.epoch());
+            let same_epoch = epoch == Some(&*hub.epoch());
             let from_of = |sym: SymbolId| from.and_then(|f| f.get(&universe.get(sym).symbol));
             let starts: Vec<(SymbolId, Start)> = fresh
                 .iter()

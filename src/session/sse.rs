@@ -131,7 +131,7 @@ pub fn open(
     let resume = match params.last_event_id.as_deref().filter(|s| !s.is_empty()) {
         None => SseResume::Fresh,
         Some(id) => match EventId::parse(id) {
-            Some(id) if id.epoch == hub.epoch() => SseResume::After(id.counter),
+            Some(id) if *id.epoch == *hub.epoch() => SseResume::After(id.counter),
             _ => SseResume::Lost,
         },
     };

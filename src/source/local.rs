@@ -8,12 +8,32 @@
 use std::time::Duration;
 
 use crate::clock;
-use crate::feed::Generator;
+use crate::feed::{Generator, Tick};
 use crate::hub::Publisher;
 use crate::shutdown::Shutdown;
 
+/// Where the generator's ticks go: the hub (the single process) or the
+/// broker (`tickwire feed`). Ticks one by one, then one call per batch of
+/// ticks that were due together.
+pub trait Sink {
+    fn publish(&mut self, tick: &Tick);
+    fn finish_batch(&mut self);
+}
+
+impl Sink for Publisher {
+    #[inline]
+    fn publish(&mut self, tick: &Tick) {
+        Publisher::publish(self, tick)
+    }
+
+    #[inline]
+    fn finish_batch(&mut self) {
+        Publisher::finish_batch(self)
+    }
+}
+
 /// Drives `generator` on the clock and publishes its ticks until shutdown.
-pub async fn run(mut generator: Generator, mut publisher: Publisher, shutdown: Shutdown) {
+pub async fn run(mut generator: Generator, mut publisher: impl Sink, shutdown: Shutdown) {
     let start = tokio::time::Instant::now();
     loop {
         let now_ns = start.elapsed().as_nanos() as u64;

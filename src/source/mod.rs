@@ -3,16 +3,18 @@
 //!
 //! A source runs as one task and is the hub's only publisher, through a
 //! [`Publisher`](crate::hub::Publisher) (ticks, then one wake-up of the
-//! writers per batch). Today there is one kind:
+//! writers per batch). Two kinds:
 //!
 //! - [`local`]: the in-process generator, driven by the clock (the default:
 //!   `cargo run --release` needs nothing else).
+//! - [`nats`]: a gateway's ticks, from a `tickwire feed` over NATS (and the
+//!   feed itself, which drives the same generator into the broker).
 //!
-//! A broker-fed source (a NATS subscriber in gateway mode) is the next
-//! sibling: it feeds the same `Publisher`, so the hub, outboxes and sessions
-//! do not know which kind they serve.
+//! Both feed the same `Publisher`, so the hub, outboxes and sessions do not
+//! know which kind they serve.
 
 pub mod local;
+pub mod nats;
 
 use std::sync::Arc;
 
@@ -24,6 +26,8 @@ use crate::shutdown::Shutdown;
 pub enum Source {
     /// The in-process generator.
     Local(Generator),
+    /// A feed, over NATS (a gateway).
+    Nats(nats::gateway::Gateway),
 }
 
 impl Source {
@@ -31,6 +35,9 @@ impl Source {
     pub async fn run(self, hub: Arc<Hub>, shutdown: Shutdown) {
         match self {
             Source::Local(generator) => local::run(generator, Publisher::new(hub), shutdown).await,
+            Source::Nats(gateway) => {
+                nats::gateway::run(gateway, Publisher::new(hub), shutdown).await
+            }
         }
     }
 }
