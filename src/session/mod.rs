@@ -14,6 +14,8 @@
 //!   the idle timeout, the close.
 //! - [`clocks`]: when the client was last heard from, and the writer's
 //!   deadlines.
+//! - [`sse`]: the other kind of session, a Server-Sent Events stream: the
+//!   same outbox, drained by an HTTP response body instead of a writer task.
 //!
 //! The session is generic over the byte stream ([`Stream`]: plain TCP or
 //! TLS). Bytes hyper had already read past the handshake are replayed in
@@ -23,9 +25,10 @@ mod clocks;
 mod frames;
 mod reader;
 mod requests;
+pub mod sse;
 mod writer;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -111,14 +114,20 @@ pub struct Params {
     pub format: Format,
     /// Symbols named in the URL, subscribed at connect.
     pub symbols: Vec<String>,
+    /// The connection's default throttle (`?throttle_ms=`, 0: off), for
+    /// subscribes that do not name one.
+    pub throttle_ms: u32,
     pub peer: SocketAddr,
 }
 
 /// The state the reader and writer share.
 struct Session {
     outbox: Arc<Outbox>,
-    /// Symbols this connection follows; changed only by the reader.
-    subscriptions: Mutex<HashSet<SymbolId>>,
+    /// Symbols this connection follows, each with its throttle (ms, 0:
+    /// every tick); changed only by the reader.
+    subscriptions: Mutex<HashMap<SymbolId, u32>>,
+    /// The throttle of subscribes that do not name one.
+    default_throttle_ms: u32,
     liveness: Liveness,
     settings: Settings,
     state: Arc<AppState>,
@@ -173,7 +182,8 @@ pub async fn run<S: Stream>(
 
     let session = Arc::new(Session {
         outbox: outbox.clone(),
-        subscriptions: Mutex::new(HashSet::new()),
+        subscriptions: Mutex::new(HashMap::new()),
+        default_throttle_ms: params.throttle_ms,
         liveness,
         settings,
         state: state.clone(),
@@ -181,7 +191,7 @@ pub async fn run<S: Stream>(
     session.welcome(params.policy);
     if !params.symbols.is_empty() {
         // Unknown names in the URL are ignored; the ack lists what was taken.
-        let _ = session.subscribe(None, &params.symbols, None, None);
+        let _ = session.subscribe(None, &params.symbols, None, None, None);
     }
     let mut reader_task = tokio::spawn(reader::read_loop(read_half, leftover, session.clone()));
     let reason = write_loop(write_half, &outbox, &settings, &session.liveness).await;
@@ -200,7 +210,7 @@ pub async fn run<S: Stream>(
         reader_task.abort();
     }
 
-    let subs: Vec<SymbolId> = session.subscriptions.lock().drain().collect();
+    let subs: Vec<SymbolId> = session.subscriptions.lock().drain().map(|s| s.0).collect();
     state.hub.unsubscribe(&outbox, &subs);
     state.sessions.remove(session_id);
     metrics.connections.fetch_sub(1, Ordering::Relaxed);
