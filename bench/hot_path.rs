@@ -167,7 +167,7 @@ fn publish_to_subscribers<const HISTORY: usize>(bencher: Bencher, subscribers: u
         })
         .collect();
     for o in &outboxes {
-        hub.subscribe(o, &[(0, Start::Snapshot)], |_| Bytes::new());
+        hub.subscribe(o, &[(0, Start::Snapshot)], 0, |_| Bytes::new());
     }
     let mut tick = Tick {
         sym: 0,
@@ -194,6 +194,51 @@ fn publish_to_subscribers<const HISTORY: usize>(bencher: Bencher, subscribers: u
                 }
             }
         });
+}
+
+/// Publishing one tick to N throttled views (250 ms) of one symbol, as
+/// [`publish_to_subscribers`] does to unthrottled ones: the first tick of an
+/// interval goes at once, every later one only replaces each view's pending
+/// slot (the interval timer is not run here, so every tick after the first
+/// is such a replacement: the per-tick cost of a throttled view).
+#[divan::bench(args = [1000])]
+fn publish_to_throttled_views(bencher: Bencher, views: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _in_runtime = runtime.enter();
+    let metrics = Arc::new(Metrics::default());
+    let u = Arc::new(Universe::synthetic(1, 1.0));
+    let hub = Arc::new(Hub::new(u, metrics.clone(), "bench".into(), 0));
+    let sessions = Sessions::default();
+    let outboxes: Vec<Arc<Outbox>> = (0..views)
+        .map(|_| {
+            let o = outbox(&metrics);
+            sessions.register(o.clone());
+            o
+        })
+        .collect();
+    for o in &outboxes {
+        hub.subscribe(o, &[(0, Start::Snapshot)], 250, |_| Bytes::new());
+    }
+    let mut tick = Tick {
+        sym: 0,
+        seq: 0,
+        ts_us: 1_763_800_000_000_000,
+        px: 10_000,
+        qty: 5,
+        bid: 9_999,
+        ask: 10_001,
+    };
+    let mut publisher = Publisher::new(hub.clone());
+    bencher.counter(ItemsCount::new(views)).bench_local(|| {
+        tick.seq += 1;
+        publisher.publish(&tick);
+        if tick.seq.is_multiple_of(64) {
+            publisher.finish_batch();
+        }
+    });
 }
 
 fn outbox(metrics: &Arc<Metrics>) -> Arc<Outbox> {
@@ -232,7 +277,7 @@ fn replay_1024_ticks(bencher: Bencher) {
     let mut batch = VecDeque::new();
     let mut cx = Context::from_waker(Waker::noop());
     bencher.counter(ItemsCount::new(1024usize)).bench_local(|| {
-        hub.subscribe(&o, &[(0, Start::After(1024))], |r| {
+        hub.subscribe(&o, &[(0, Start::After(1024))], 0, |r| {
             assert_eq!(r, [Some(true)]);
             Bytes::new()
         });

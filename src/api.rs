@@ -67,7 +67,7 @@ fn error_body(status: StatusCode, body: ErrorBody<'_>) -> Response<Body> {
 
 /// 403 `{"error":"...","reason":"forbidden","symbols":[...]}`: symbols the
 /// token does not entitle its holder to.
-fn forbidden(symbols: &[String]) -> Response<Body> {
+pub fn forbidden(symbols: &[String]) -> Response<Body> {
     error_body(
         StatusCode::FORBIDDEN,
         ErrorBody {

@@ -30,7 +30,9 @@
 //! - [`source`]: where ticks come from (the local generator; a broker-fed
 //!   source is its sibling), publishing into the hub.
 //! - [`session`]: one WebSocket connection: reader (frames, limits), requests
-//!   (control messages), writer (batched writes, clocks, close).
+//!   (control messages), writer (batched writes, clocks, close); and its
+//!   sibling, a Server-Sent Events stream (`GET /sse`, the same outbox
+//!   drained by an HTTP response body).
 //! - [`server`]: listener, admission, HTTP routing and upgrade, the reporter,
 //!   graceful shutdown; [`api`]: the plain HTTP endpoints; [`state`]: what
 //!   every connection shares; [`stream`]: plain TCP (TLS next) as one kind

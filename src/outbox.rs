@@ -67,8 +67,9 @@ pub const SHARE_DEPTH: usize = 4;
 pub enum FrameKind {
     /// `count` live ticks back to back, generated at `ts_ns`.
     Ticks { count: u32, ts_ns: u64 },
-    /// A tick replayed from history on resume (counted as a tick, but it is
-    /// old: no latency sample).
+    /// A tick sent late on purpose: replayed from history on resume, or
+    /// held until a throttled view's interval ended (counted as a tick, but
+    /// its age is not the server's latency: no latency sample).
     Replay,
     /// Any other text message (replies, snapshots, heartbeats).
     Text,
@@ -252,6 +253,26 @@ impl Outbox {
                         count: 1,
                         ts_ns: tick.ts_ns,
                     },
+                });
+                (s.waker.take(), None)
+            }
+            Admit::Overflowed => (None, None),
+            Admit::Closed(w) => w,
+        }
+    }
+
+    /// Queues a tick that a throttled view held until its interval ended
+    /// (under the same policy as any tick).
+    pub fn push_delayed(&self, sym: SymbolId, bytes: Bytes, ts_ns: u64) -> Wakers {
+        let mut s = self.lock();
+        if s.closing.is_some() {
+            return (None, None);
+        }
+        match self.admit(&mut s, sym, bytes.len(), ts_ns, || bytes.clone()) {
+            Admit::Queue => {
+                s.queue.push_back(Outgoing {
+                    bytes,
+                    kind: FrameKind::Replay,
                 });
                 (s.waker.take(), None)
             }

@@ -55,6 +55,10 @@ pub enum Format {
     Json,
     /// The compact binary layout of `tickwire_protocol::binary`.
     Binary,
+    /// Server-Sent Events (`GET /sse`): each tick an `event: tick` with its
+    /// `id:` ([`write_sse`]); not a WebSocket format.
+    #[value(skip)]
+    Sse,
 }
 
 impl Format {
@@ -62,8 +66,45 @@ impl Format {
         match self {
             Format::Json => "json",
             Format::Binary => "binary",
+            Format::Sse => "sse",
         }
     }
+}
+
+/// Appends a tick as one Server-Sent Event: `id: <epoch>-<published>`,
+/// `event: tick` or `snapshot`, and the tick's JSON (the same text as the
+/// WebSocket message) in `data:`. `published` is the hub's publish counter
+/// of this tick (docs/PROTOCOL.md, "Server-Sent Events").
+pub fn write_sse(
+    out: &mut Vec<u8>,
+    tick: &Tick,
+    ins: &Instrument,
+    kind: TickKind,
+    epoch: &str,
+    published: u64,
+) {
+    write_sse_head(out, epoch, published, kind);
+    write_json(out, tick, ins, kind);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// The lines of an SSE tick event before its JSON: `id:`, `event:`, `data: `.
+pub fn write_sse_head(out: &mut Vec<u8>, epoch: &str, published: u64, kind: TickKind) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "id: {epoch}-{published}\nevent: {}\ndata: ",
+        match kind {
+            TickKind::Tick => "tick",
+            TickKind::Snapshot => "snapshot",
+        }
+    );
+}
+
+/// Bytes of an SSE event head for an epoch of `epoch_len` bytes (the
+/// counter has at most 20 digits).
+pub fn sse_head_capacity(epoch_len: usize) -> usize {
+    "id: -\nevent: snapshot\ndata: ".len() + epoch_len + 20
 }
 
 /// A tick encoded once for every subscriber: the frame bytes, plus what the
@@ -85,9 +126,11 @@ pub fn frame_capacity(ins: &Instrument) -> usize {
 }
 
 impl TickFrame {
-    /// The tick's frame in `format`.
+    /// The tick's frame in `format` (SSE events need more: see
+    /// [`TickFrame::encode_sse`]).
     pub fn encode_as(format: Format, tick: &Tick, ins: &Instrument, kind: TickKind) -> TickFrame {
         match format {
+            Format::Sse => unreachable!("SSE events carry an id: TickFrame::encode_sse"),
             Format::Json => TickFrame::encode(tick, ins, kind),
             Format::Binary => {
                 let mut buf = Vec::with_capacity(HEAD_ROOM + tickwire_protocol::binary::TICK_LEN);
@@ -99,6 +142,23 @@ impl TickFrame {
                     bytes: finish_frame(buf, OPCODE_BINARY),
                 }
             }
+        }
+    }
+
+    /// The tick as one SSE event (see [`write_sse`]).
+    pub fn encode_sse(
+        tick: &Tick,
+        ins: &Instrument,
+        kind: TickKind,
+        epoch: &str,
+        published: u64,
+    ) -> TickFrame {
+        let mut buf = Vec::with_capacity(sse_head_capacity(epoch.len()) + frame_capacity(ins));
+        write_sse(&mut buf, tick, ins, kind, epoch, published);
+        TickFrame {
+            sym: tick.sym,
+            ts_ns: tick.ts_us * 1000,
+            bytes: Bytes::from(buf),
         }
     }
 
@@ -172,6 +232,33 @@ impl EncodedBatch {
             tickwire_protocol::binary::TICK_LEN as u8,
         ]);
         to_binary(tick, ins, TickKind::Tick).write(&mut self.building);
+        self.frames.push(FrameAt {
+            sym: tick.sym,
+            chunk: self.chunks.len() as u32,
+            start: start as u32,
+            end: self.building.len() as u32,
+            ts_ns: tick.ts_us * 1000,
+        });
+    }
+
+    /// Appends the SSE event of `tick` (see [`write_sse`]).
+    pub fn encode_sse(&mut self, tick: &Tick, ins: &Instrument, epoch: &str, published: u64) {
+        if self.building.len() + sse_head_capacity(epoch.len()) + frame_capacity(ins) > CHUNK_BYTES
+        {
+            self.seal_chunk();
+        }
+        if self.building.capacity() == 0 {
+            self.building.reserve(CHUNK_BYTES);
+        }
+        let start = self.building.len();
+        write_sse(
+            &mut self.building,
+            tick,
+            ins,
+            TickKind::Tick,
+            epoch,
+            published,
+        );
         self.frames.push(FrameAt {
             sym: tick.sym,
             chunk: self.chunks.len() as u32,

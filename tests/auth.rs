@@ -272,3 +272,19 @@ async fn the_secret_can_come_from_a_file_and_bad_ones_fail_at_start() {
     assert!(empty.unwrap().contains("empty"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_follow_the_same_tokens_and_entitlements() {
+    let server = server().await;
+    let addr = server.addr;
+    let r = request(addr, "/sse?symbols=S1", false, &[]).await;
+    assert_eq!(r.status, 401);
+    let t = token("eve", &["S1"], 60);
+    let r = request(addr, &format!("/sse?symbols=S0,S1&token={t}"), false, &[]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["symbols"], json!(["S0"]));
+    let r = request(addr, &format!("/sse?symbols=*&token={t}"), false, &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    server.stop().await;
+}

@@ -15,11 +15,20 @@
 //! more over HTTPS with token auth (the page's `?token=` reaches the
 //! server); no JavaScript errors and no server error replies throughout.
 //!
+//! A second session checks the fallback: behind a proxy that refuses
+//! WebSocket upgrades the page streams over Server-Sent Events; the proxy
+//! then cuts the connection mid-stream, the page's EventSource reconnects by
+//! itself (with `Last-Event-ID`) and every seq arrives exactly once. It also
+//! turns on the calm (throttled) view and sees its effect. The two sessions
+//! take turns (one browser at a time).
+//!
 //! Artifacts under `target/`: `dashboard-screenshot.png` (1280×800),
 //! `dashboard-screenshot-phone.png` (390×844), `dashboard-picker.png`,
 //! `dashboard-reconnecting.png`, and `dashboard-failure.png` on failure.
 
 mod common;
+#[path = "dashboard/proxy.rs"]
+mod dashboard_proxy;
 #[path = "dashboard/support.rs"]
 mod dashboard_support;
 
@@ -32,8 +41,31 @@ use serde_json::{json, Value};
 /// Upper bound of every wait on the page; waits poll, they never just sleep.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// One browser at a time: the machine running the tests may be small.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_end_to_end_in_chromium() {
+    in_browser("dashboard-failure.png", |c| async move { run(&c).await }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_falls_back_to_sse_and_resumes_after_a_cut_in_chromium() {
+    in_browser(
+        "dashboard-sse-failure.png",
+        |c| async move { run_sse(&c).await },
+    )
+    .await;
+}
+
+/// Runs `steps` in a fresh browser session, saving `failure_shot` if they
+/// fail.
+async fn in_browser<F, Fut>(failure_shot: &str, steps: F)
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Res> + Send + 'static,
+{
+    let _turn = ONE_BROWSER.lock().await;
     let Some(browser) = Browser::launch_or_skip().await else {
         return;
     };
@@ -41,9 +73,9 @@ async fn dashboard_end_to_end_in_chromium() {
     // back here, and the browser is always shut down (killing chromedriver
     // alone would leave Chromium running).
     let client = browser.client.clone();
-    let outcome = tokio::spawn(async move { run(&client).await }).await;
+    let outcome = tokio::spawn(async move { steps(client).await }).await;
     if !matches!(outcome, Ok(Ok(()))) {
-        dashboard_support::save_screenshot(&browser.client, "dashboard-failure.png").await;
+        dashboard_support::save_screenshot(&browser.client, failure_shot).await;
     }
     browser.close().await;
     match outcome {
@@ -324,6 +356,99 @@ async fn run(c: &Client) -> Res {
     no_js_errors(c).await?;
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The SSE fallback, its resume after a cut, and the calm view.
+async fn run_sse(c: &Client) -> Res {
+    let server = common::start(&["--synthetic", "3", "--rate", "40"]).await;
+    let proxy = dashboard_proxy::Proxy::start(server.addr).await;
+    let syms = ["S0", "S1", "S2"];
+    c.goto(&format!("http://{}/?symbols=S0,S1,S2", proxy.addr))
+        .await
+        .map_err(|e| format!("goto: {e}"))?;
+    wait_for(
+        c,
+        "the page live over SSE after the WebSocket was refused",
+        "const t = window.__tickwire;
+         return t && t.transport() === 'sse' && t.state() === 'live'
+           && document.getElementById('conn-text').textContent === 'live (SSE)' || null;",
+    )
+    .await?;
+    let refused = proxy.refused.load(std::sync::atomic::Ordering::Relaxed);
+    if refused < 2 {
+        return Err(format!(
+            "the page gave up on WebSocket after {refused} refusals"
+        ));
+    }
+    wait_ticks(c, &syms, 20, "ticks over SSE").await?;
+    // The network drops: every connection through the proxy is cut.
+    let opens = c
+        .execute("return window.__tickwire.sseOpens();", vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let cut = proxy.cut_all();
+    if cut == 0 {
+        return Err("no connection to cut".into());
+    }
+    wait_for(
+        c,
+        "the EventSource to reconnect by itself",
+        &format!("return window.__tickwire.sseOpens() > {opens} || null;"),
+    )
+    .await?;
+    wait_ticks(c, &syms, 40, "ticks after the reconnect").await?;
+    // Every seq exactly once: one snapshot first, then each tick once, in
+    // order, across the cut.
+    let seen = c
+        .execute("return window.__tickwire.seen();", vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    for sym in syms {
+        let list = seen[sym]
+            .as_array()
+            .ok_or_else(|| format!("nothing seen of {sym}: {seen}"))?;
+        let mut prev: Option<u64> = None;
+        for (i, v) in list.iter().enumerate() {
+            let seq = match (v.as_u64(), v.as_str()) {
+                (Some(seq), _) => seq,
+                (None, Some(snap)) if i == 0 => snap[1..].parse().map_err(|e| format!("{e}"))?,
+                _ => {
+                    return Err(format!(
+                        "{sym}: a snapshot after the start at {i}: {list:?}"
+                    ))
+                }
+            };
+            if let Some(p) = prev {
+                if seq != p + 1 {
+                    return Err(format!("{sym}: seq {seq} after {p} (item {i}): {list:?}"));
+                }
+            }
+            prev = Some(seq);
+        }
+    }
+    let t = server.hub.metrics().snapshot_totals();
+    if t.resumes_recovered < 3 || t.resumes_lost != 0 {
+        return Err(format!("the server did not resume the stream: {t:?}"));
+    }
+    // The calm view: the stream is reopened throttled (250 ms), and the
+    // page says so.
+    click(c, "#calm").await?;
+    wait_for(
+        c,
+        "the calm view on",
+        "return window.__tickwire.calm()
+           && document.getElementById('view-rate').textContent.includes('/s per symbol') || null;",
+    )
+    .await?;
+    server
+        .until("the throttled stream to fold ticks", |hub| {
+            hub.metrics().snapshot_totals().throttled > 0
+        })
+        .await;
+    no_js_errors(c).await?;
+    drop(proxy);
+    server.stop().await;
     Ok(())
 }
 

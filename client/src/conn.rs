@@ -584,6 +584,7 @@ impl Task {
                 symbols: symbols.clone(),
                 epoch: from.as_ref().map(|_| conn.epoch.clone()),
                 from: from.clone(),
+                throttle_ms: None,
             },
             Planned::Unsubscribe { symbols } => Request::Unsubscribe {
                 id: Some(Id::Int(id)),

@@ -391,6 +391,7 @@ mod tests {
                 epoch: from.as_ref().map(|_| epoch.to_string()),
                 symbols,
                 from,
+                throttle_ms: None,
             }
             .to_json();
             assert!(json.len() <= 4096, "{} bytes", json.len());

@@ -189,6 +189,7 @@ impl SymbolSet {
             symbols,
             from: None,
             epoch: None,
+            throttle_ms: None,
         }
         .to_json()
     }

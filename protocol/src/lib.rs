@@ -15,6 +15,8 @@
 //! - [`http`]: bodies of the HTTP endpoints that carry ticks
 //!   ([`HistoryPage`]).
 //! - [`binary`]: the compact binary layout of ticks (`?format=binary`).
+//! - [`sse`]: Server-Sent Events (`GET /sse`): event names, the resumable
+//!   event id, the `reset` event, and a stream parser for clients.
 //! - [`decimal`]: exact fixed-point decimals; prices never carry float noise.
 //! - [`codes`]: [`ErrorCode`] (the `code` of `error` replies) and [`Close`]
 //!   (close codes with their reason texts, and whether a client should
@@ -31,6 +33,7 @@ pub mod http;
 pub mod message;
 pub mod reply;
 pub mod request;
+pub mod sse;
 pub mod tick;
 
 pub use binary::BinaryTick;

@@ -37,6 +37,11 @@ pub enum Request {
         /// with `from` (v1.1).
         #[serde(skip_serializing_if = "Option::is_none")]
         epoch: Option<String>,
+        /// A throttled view of these symbols: at most one tick per symbol
+        /// per this many milliseconds, always the newest (0: every tick;
+        /// absent: the connection's default). See [`check_throttle_ms`].
+        #[serde(skip_serializing_if = "Option::is_none")]
+        throttle_ms: Option<u32>,
     },
     /// Stop following these symbols (`*` = all followed); no tick of them
     /// follows the `unsubscribed` ack.
@@ -111,6 +116,26 @@ struct RawRequest {
     from: Option<BTreeMap<String, u64>>,
     epoch: Option<String>,
     token: Option<String>,
+    throttle_ms: Option<u64>,
+}
+
+/// Shortest throttle interval, in milliseconds (below it a throttled view
+/// would save nothing).
+pub const THROTTLE_MIN_MS: u64 = 10;
+/// Longest throttle interval, in milliseconds.
+pub const THROTTLE_MAX_MS: u64 = 60_000;
+
+/// Checks a throttle interval (`throttle_ms` of a subscribe, or of
+/// `GET /ws?throttle_ms=` and `GET /sse?throttle_ms=`): 0 (off) or
+/// [`THROTTLE_MIN_MS`]..=[`THROTTLE_MAX_MS`]; the error says so.
+pub fn check_throttle_ms(ms: u64) -> Result<u32, String> {
+    if ms == 0 || (THROTTLE_MIN_MS..=THROTTLE_MAX_MS).contains(&ms) {
+        Ok(ms as u32)
+    } else {
+        Err(format!(
+            "throttle_ms must be 0 (every tick) or {THROTTLE_MIN_MS}..={THROTTLE_MAX_MS} milliseconds, not {ms}"
+        ))
+    }
 }
 
 impl Request {
@@ -160,6 +185,7 @@ impl Request {
             )),
         };
         let (from, epoch) = (raw.from, raw.epoch);
+        let throttle_ms = raw.throttle_ms;
         match op.as_str() {
             "subscribe" => {
                 let (id, symbols) = symbols(id)?;
@@ -180,11 +206,19 @@ impl Request {
                         ));
                     }
                 }
+                let throttle_ms = match throttle_ms.map(check_throttle_ms) {
+                    None => None,
+                    Some(Ok(ms)) => Some(ms),
+                    Some(Err(message)) => {
+                        return Err(RequestError::new(id, ErrorCode::BadRequest, message))
+                    }
+                };
                 Ok(Request::Subscribe {
                     id,
                     symbols,
                     from,
                     epoch,
+                    throttle_ms,
                 })
             }
             "unsubscribe" => symbols(id).map(|(id, symbols)| Request::Unsubscribe { id, symbols }),
@@ -235,6 +269,7 @@ mod tests {
                 symbols: vec!["AAPL".into(), "MSFT".into()],
                 from: None,
                 epoch: None,
+                throttle_ms: None,
             }
         );
         assert_eq!(
@@ -257,12 +292,14 @@ mod tests {
                 symbols: vec!["AAPL".into(), "*".into()],
                 from: None,
                 epoch: None,
+                throttle_ms: None,
             },
             Request::Subscribe {
                 id: None,
                 symbols: vec!["AAPL".into(), "MSFT".into()],
                 from: Some([("AAPL".to_string(), 1042)].into()),
                 epoch: Some("e1".into()),
+                throttle_ms: Some(250),
             },
             Request::Unsubscribe {
                 id: Some(Id::Str("u".into())),
@@ -286,6 +323,7 @@ mod tests {
                 symbols: vec!["S1".into()],
                 from: None,
                 epoch: None,
+                throttle_ms: None,
             }
             .to_json(),
             br#"{"op":"subscribe","symbols":["S1"]}"#
@@ -315,6 +353,36 @@ mod tests {
         let e =
             parse(r#"{"op":"subscribe","symbols":["A"],"from":{"A":-1},"epoch":"x"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
+        for bad in ["5", "9", "60001", "18446744073709551615"] {
+            let e = parse(&format!(
+                r#"{{"op":"subscribe","symbols":["A"],"throttle_ms":{bad},"id":6}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(
+                (e.code, e.id),
+                (ErrorCode::BadRequest, Some(Id::Int(6))),
+                "{bad}"
+            );
+            assert!(e.message.contains("throttle_ms"), "{}", e.message);
+        }
+        // Not a whole number of milliseconds: not a request at all.
+        for bad in ["-1", "\"250\"", "2.5"] {
+            let e = parse(&format!(
+                r#"{{"op":"subscribe","symbols":["A"],"throttle_ms":{bad},"id":6}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{bad}");
+        }
+        for ok in [0, 10, 250, 60_000] {
+            let r = parse(&format!(
+                r#"{{"op":"subscribe","symbols":["A"],"throttle_ms":{ok}}}"#
+            ))
+            .unwrap();
+            assert!(
+                matches!(r, Request::Subscribe { throttle_ms: Some(t), .. } if t == ok),
+                "{ok}"
+            );
+        }
     }
 
     mod properties {

@@ -11,6 +11,10 @@
 //! false`). A hole in the seqs (a source that lost ticks) empties the ring,
 //! so nothing before the hole can be recovered across it.
 //!
+//! Each entry also keeps the tick's place in the hub's publish order (its
+//! publish counter, the number in an SSE event's id), so that an SSE stream
+//! resumes from one number for all of its symbols ([`History::after_published`]).
+//!
 //! Memory: at most `depth` entries per symbol. The frames are copied (once
 //! per tick, never per subscriber) out of the publish batch into this
 //! topic's own arena of [`ARENA_BYTES`] blocks, so the history never pins a
@@ -26,13 +30,15 @@ use bytes::{Bytes, BytesMut};
 pub const ARENA_BYTES: usize = 4096;
 
 /// Bytes of bookkeeping per entry on top of the frame itself: the `Bytes`
-/// handle in the ring.
-pub const ENTRY_OVERHEAD: usize = 32;
+/// handle in the ring and the tick's publish counter.
+pub const ENTRY_OVERHEAD: usize = 40;
 
 /// The last `depth` ticks of a symbol.
 #[derive(Debug, Default)]
 pub struct History {
     frames: VecDeque<Bytes>,
+    /// The publish counter of each of `frames`, ascending.
+    published: VecDeque<u64>,
     /// Seq of `frames[0]`.
     first_seq: u64,
     depth: usize,
@@ -79,14 +85,16 @@ impl History {
     pub fn new(depth: usize) -> History {
         History {
             frames: VecDeque::with_capacity(depth.min(64)),
+            published: VecDeque::with_capacity(depth.min(64)),
             first_seq: 0,
             depth,
             arena: BytesMut::new(),
         }
     }
 
-    /// Records the frame of the tick with `seq`, the topic's new latest.
-    pub fn push(&mut self, seq: u64, frame: &[u8]) {
+    /// Records the frame of the tick with `seq` and publish counter
+    /// `published`, the topic's new latest.
+    pub fn push(&mut self, seq: u64, published: u64, frame: &[u8]) {
         if self.depth == 0 {
             return;
         }
@@ -99,12 +107,41 @@ impl History {
         if self.frames.is_empty() || seq != expected {
             // First tick, or a hole: nothing older can be recovered across it.
             self.frames.clear();
+            self.published.clear();
             self.first_seq = seq;
         } else if self.frames.len() == self.depth {
             self.frames.pop_front();
+            self.published.pop_front();
             self.first_seq += 1;
         }
         self.frames.push_back(frame);
+        self.published.push_back(published);
+    }
+
+    /// What a client that has every tick published up to counter `from`
+    /// (an SSE event id) gets, when the topic's latest tick has counter
+    /// `latest` (0: never traded): with each frame, its counter.
+    ///
+    /// Recovered when the ring holds every tick after `from`: nothing was
+    /// published since, or the oldest tick held is at or before `from`, or
+    /// it is the symbol's first tick ever (seq 1).
+    pub fn after_published(&self, from: u64, latest: u64) -> Option<Vec<(u64, &Bytes)>> {
+        if latest <= from {
+            return Some(Vec::new());
+        }
+        let oldest = *self.published.front()?;
+        if oldest > from && self.first_seq != 1 {
+            return None;
+        }
+        let skip = self.published.partition_point(|&p| p <= from);
+        Some(
+            self.published
+                .iter()
+                .copied()
+                .zip(self.frames.iter())
+                .skip(skip)
+                .collect(),
+        )
     }
 
     /// Oldest seq held (0: none).
@@ -175,7 +212,7 @@ mod tests {
     fn ring(depth: usize, seqs: std::ops::RangeInclusive<u64>) -> History {
         let mut h = History::new(depth);
         for s in seqs {
-            h.push(s, &[s as u8]);
+            h.push(s, 10 * s, &[s as u8]);
         }
         h
     }
@@ -191,8 +228,8 @@ mod tests {
         assert_eq!(h.after(11, 10), Replay::Lost, "a seq from the future");
         // The ring wraps: slices are stitched in order.
         let mut h = ring(3, 1..=3);
-        h.push(4, &[4]);
-        h.push(5, &[5]);
+        h.push(4, 40, &[4]);
+        h.push(5, 50, &[5]);
         assert_eq!(frames(&h.after(2, 5)), vec![3, 4, 5]);
         assert_eq!(frames(&h.after(3, 5)), vec![4, 5]);
     }
@@ -200,13 +237,34 @@ mod tests {
     #[test]
     fn a_hole_empties_the_ring_and_depth_zero_keeps_nothing() {
         let mut h = ring(8, 1..=5);
-        h.push(9, &[9]);
+        h.push(9, 90, &[9]);
         assert_eq!(h.first_seq(), 9);
         assert_eq!(h.after(5, 9), Replay::Lost);
         assert_eq!(frames(&h.after(8, 9)), vec![9]);
         let h = ring(0, 1..=5);
         assert_eq!(h.after(4, 5), Replay::Lost);
         assert_eq!(frames(&h.after(5, 5)), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn resumes_by_publish_counter_replay_everything_after_it_or_nothing() {
+        let seqs = |r: Option<Vec<(u64, &Bytes)>>| {
+            r.map(|v| v.iter().map(|(_, b)| b[0]).collect::<Vec<_>>())
+        };
+        let h = ring(4, 1..=10); // holds seqs 7..=10, counters 70..=100
+        assert_eq!(seqs(h.after_published(75, 100)), Some(vec![8, 9, 10]));
+        assert_eq!(seqs(h.after_published(70, 100)), Some(vec![8, 9, 10]));
+        assert_eq!(seqs(h.after_published(100, 100)), Some(vec![]));
+        assert_eq!(seqs(h.after_published(500, 100)), Some(vec![]));
+        assert_eq!(seqs(h.after_published(69, 100)), None, "seq 6 was evicted");
+        // A symbol whose first tick ever is still held recovers from anywhere.
+        let h = ring(4, 1..=3);
+        assert_eq!(seqs(h.after_published(0, 30)), Some(vec![1, 2, 3]));
+        // A hole: nothing before it.
+        let mut h = ring(8, 1..=5);
+        h.push(9, 90, &[9]);
+        assert_eq!(seqs(h.after_published(50, 90)), None);
+        assert_eq!(seqs(h.after_published(0, 0)), Some(vec![]));
     }
 
     #[test]

@@ -15,6 +15,16 @@
 //! against batches staged before it (see [`Outbox::push_batch`]), so no tick
 //! follows its ack.
 //!
+//! Throttled subscriptions ([`throttle`]) are kept apart from the
+//! unthrottled subscribers, one view each: per tick the publisher either
+//! sends at once (the view sent nothing in the current window) or replaces
+//! the view's pending slot, and one task per interval value sends the held
+//! ticks at each window's end.
+//!
+//! Every tick also gets the next number of the hub's publish counter: the
+//! position an SSE event's id names, so that an SSE stream of any number of
+//! symbols resumes from one number ([`Hub::subscribe_sse`]).
+//!
 //! Each topic also keeps its [`history`]: the frames of its latest ticks, so
 //! that a client that reconnects with the last seq it has (in this hub's
 //! epoch) gets exactly the ticks it missed, replayed under the same lock that
@@ -22,6 +32,7 @@
 
 pub mod history;
 mod sessions;
+mod throttle;
 mod topic;
 
 use std::sync::atomic::Ordering;
@@ -39,6 +50,7 @@ use crate::outbox::{Fenced, FrameKind, Outbox, Wakers};
 use crate::sync::{Mutex, MutexGuard};
 use crate::tick::{EncodedBatch, Format, TickFrame, TickKind};
 use history::{History, Replay};
+use throttle::{Admit, Pending, Throttles};
 use topic::{Subscriber, Topic, TopicState};
 
 /// Every symbol's topic.
@@ -51,6 +63,31 @@ pub struct Hub {
     epoch: Mutex<Arc<str>>,
     /// Ticks of history per topic.
     history: usize,
+    /// The deadline queues of throttled views.
+    throttles: Arc<Throttles>,
+}
+
+/// Where an SSE stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseResume {
+    /// A new stream: snapshots.
+    Fresh,
+    /// A reconnect whose last event id was this publish counter of this
+    /// epoch.
+    After(u64),
+    /// A reconnect with an id of another epoch (or not one of ours):
+    /// nothing can be resumed.
+    Lost,
+}
+
+/// What [`Hub::subscribe_sse`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SseStart {
+    /// Symbols whose missed ticks could not be replayed (they got a
+    /// snapshot): the `reset` event names them.
+    pub unrecovered: Vec<SymbolId>,
+    /// Ticks replayed.
+    pub replayed: usize,
 }
 
 /// How a newly followed symbol starts.
@@ -85,6 +122,7 @@ impl Hub {
             metrics,
             epoch: Mutex::new(epoch.into()),
             history,
+            throttles: Arc::default(),
         }
     }
 
@@ -105,6 +143,7 @@ impl Hub {
         for topic in &self.topics {
             let mut t = topic.lock();
             t.latest = None;
+            t.latest_published = 0;
             t.history = History::new(self.history);
         }
         *current = epoch.into();
@@ -135,25 +174,21 @@ impl Hub {
     /// then live" gap- and duplicate-free. A replay that would not fit the
     /// connection's queue bounds is not attempted (never partial): the
     /// symbol starts from a snapshot and counts as not recovered.
+    ///
+    /// `throttle_ms` (0: every tick) makes these throttled views.
     pub fn subscribe(
         &self,
         outbox: &Arc<Outbox>,
         starts: &[(SymbolId, Start)],
+        throttle_ms: u32,
         ack: impl FnOnce(&[Option<bool>]) -> Bytes,
     ) {
-        let mut order: Vec<usize> = (0..starts.len()).collect();
-        order.sort_unstable_by_key(|&i| starts[i].0);
-        let mut locked: Vec<Option<MutexGuard<'_, TopicState>>> =
-            (0..starts.len()).map(|_| None).collect();
-        for i in order {
-            locked[i] = Some(self.topics[starts[i].0 as usize].lock());
-        }
-        let topics: Vec<&TopicState> = locked
-            .iter()
-            .map(|t| &**t.as_ref().expect("locked"))
-            .collect();
+        let syms: Vec<SymbolId> = starts.iter().map(|s| s.0).collect();
+        let mut locked = self.lock_topics(&syms);
+        let topics: Vec<&TopicState> = locked.iter().map(|t| &**t).collect();
 
         let format = outbox.format();
+        debug_assert_ne!(format, Format::Sse, "SSE streams: Hub::subscribe_sse");
         let mut queue = outbox.subscribing();
         let (mut msgs_left, mut bytes_left) = queue.room();
         let mut snapshots: Vec<Option<Bytes>> = Vec::with_capacity(starts.len());
@@ -175,7 +210,7 @@ impl Hub {
                         Replay::Recovered(frames) => {
                             let n = frames.len();
                             let b = match format {
-                                Format::Json => frames.bytes(),
+                                Format::Json | Format::Sse => frames.bytes(),
                                 Format::Binary => n * BINARY_FRAME_LEN,
                             };
                             let fits = n <= msgs_left && b <= bytes_left;
@@ -209,7 +244,7 @@ impl Hub {
                     {
                         replayed += frames.len() as u64;
                         match format {
-                            Format::Json => queue.push_replay(frames.iter()),
+                            Format::Json | Format::Sse => queue.push_replay(frames.iter()),
                             Format::Binary => {
                                 let binary: Vec<Bytes> =
                                     frames.iter().map(|f| self.binary_replay(f)).collect();
@@ -227,15 +262,8 @@ impl Hub {
         }
         drop(queue);
         drop(topics);
-        let binary = outbox.format() == Format::Binary;
-        for (t, &(sym, _)) in locked.iter_mut().zip(starts) {
-            t.as_mut().expect("locked").subscribers.push(Subscriber {
-                slot: outbox.slot(),
-                outbox: outbox.clone(),
-            });
-            if binary {
-                self.topics[sym as usize].count_binary(1);
-            }
+        for (t, &sym) in locked.iter_mut().zip(&syms) {
+            self.add_subscriber(t, outbox, sym, throttle_ms);
         }
         drop(locked);
         self.metrics.count_resumes(&recovered, replayed);
@@ -244,21 +272,225 @@ impl Hub {
             .fetch_add(starts.len() as i64, Ordering::Relaxed);
     }
 
+    /// Locks the topics of `syms` (distinct), in id order so that
+    /// concurrent subscribes cannot deadlock; the guards come back in the
+    /// order of `syms`.
+    fn lock_topics(&self, syms: &[SymbolId]) -> Vec<MutexGuard<'_, TopicState>> {
+        let mut order: Vec<usize> = (0..syms.len()).collect();
+        order.sort_unstable_by_key(|&i| syms[i]);
+        let mut locked: Vec<Option<MutexGuard<'_, TopicState>>> =
+            (0..syms.len()).map(|_| None).collect();
+        for i in order {
+            locked[i] = Some(self.topics[syms[i] as usize].lock());
+        }
+        locked.into_iter().map(|t| t.expect("locked")).collect()
+    }
+
+    /// Adds `outbox` to a locked topic: to its subscribers, or as a
+    /// throttled view.
+    fn add_subscriber(
+        &self,
+        topic: &mut TopicState,
+        outbox: &Arc<Outbox>,
+        sym: SymbolId,
+        throttle_ms: u32,
+    ) {
+        if throttle_ms == 0 {
+            topic.subscribers.push(Subscriber {
+                slot: outbox.slot(),
+                outbox: outbox.clone(),
+            });
+        } else {
+            topic.throttled.push(self.throttles.view(
+                outbox.clone(),
+                sym,
+                throttle_ms,
+                &self.metrics,
+            ));
+        }
+        self.topics[sym as usize].count_format(outbox.format(), 1);
+    }
+
+    /// Takes `outbox` out of a locked topic (either list); a throttled
+    /// view's pending tick is sent first when `flush`, else dropped.
+    /// Returns whether it was there, and the interval it had.
+    fn remove_subscriber(
+        &self,
+        topic: &mut TopicState,
+        outbox: &Arc<Outbox>,
+        sym: SymbolId,
+        flush: bool,
+    ) -> Option<u32> {
+        let found = if let Some(i) = topic
+            .subscribers
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.outbox, outbox))
+        {
+            topic.subscribers.swap_remove(i);
+            Some(0)
+        } else if let Some(i) = topic
+            .throttled
+            .iter()
+            .position(|v| Arc::ptr_eq(&v.outbox, outbox))
+        {
+            let view = topic.throttled.swap_remove(i);
+            view.end(flush);
+            Some(view.interval_ms())
+        } else {
+            None
+        };
+        if found.is_some() {
+            self.topics[sym as usize].count_format(outbox.format(), -1);
+        }
+        found
+    }
+
+    /// Changes the throttle of symbols `outbox` already follows, at once: a
+    /// tick a view was holding is sent now, and the new view starts quiet
+    /// (its next tick goes at once).
+    pub fn set_throttle(&self, outbox: &Arc<Outbox>, syms: &[SymbolId], throttle_ms: u32) {
+        for &sym in syms {
+            let mut topic = self.topics[sym as usize].lock();
+            let current = topic
+                .throttled
+                .iter()
+                .find(|v| Arc::ptr_eq(&v.outbox, outbox))
+                .map_or(0, |v| v.interval_ms());
+            if current == throttle_ms {
+                continue;
+            }
+            if self
+                .remove_subscriber(&mut topic, outbox, sym, true)
+                .is_some()
+            {
+                self.add_subscriber(&mut topic, outbox, sym, throttle_ms);
+            }
+        }
+    }
+
+    /// Adds an SSE stream's `outbox` to the topics of `syms` (distinct),
+    /// every one at `throttle_ms`, and queues with no tick in between:
+    /// - a fresh stream: each symbol's snapshot;
+    /// - a stream of another epoch: a `reset` naming every symbol, then
+    ///   the snapshots;
+    /// - a stream resuming after a publish counter (its
+    ///   `Last-Event-ID`, of this epoch): unthrottled, each symbol's ticks
+    ///   published since, when the history still has all of them and they
+    ///   fit the queue bounds, else its snapshot (and it is named in the
+    ///   result, for the `reset` event, which the caller's `reset` builds
+    ///   and which goes first); throttled, each symbol's snapshot (a
+    ///   throttled view promises the newest price, not every tick).
+    ///
+    /// Snapshots and replayed ticks go in publish order, each event with
+    /// its own counter as id: wherever the stream is cut, its last id is a
+    /// position to resume from with no hole and no duplicate.
+    pub fn subscribe_sse(
+        &self,
+        outbox: &Arc<Outbox>,
+        syms: &[SymbolId],
+        resume: SseResume,
+        throttle_ms: u32,
+        reset: impl FnOnce(&[SymbolId]) -> Bytes,
+    ) -> SseStart {
+        debug_assert_eq!(outbox.format(), Format::Sse);
+        let epoch = self.epoch();
+        let mut locked = self.lock_topics(syms);
+        let mut queue = outbox.subscribing();
+        let (mut msgs_left, mut bytes_left) = queue.room();
+        let mut events: Vec<(u64, Bytes, FrameKind)> = Vec::new();
+        let mut result = SseStart::default();
+        for (topic, &sym) in locked.iter().zip(syms) {
+            let ins = self.universe.get(sym);
+            let snapshot = |events: &mut Vec<(u64, Bytes, FrameKind)>| {
+                if let Some(t) = &topic.latest {
+                    let g = topic.latest_published;
+                    let ev = TickFrame::encode_sse(t, ins, TickKind::Snapshot, &epoch, g);
+                    events.push((g, ev.bytes, FrameKind::Text));
+                }
+            };
+            let from = match resume {
+                SseResume::Fresh => {
+                    snapshot(&mut events);
+                    continue;
+                }
+                SseResume::Lost => {
+                    result.unrecovered.push(sym);
+                    snapshot(&mut events);
+                    continue;
+                }
+                SseResume::After(from) => from,
+            };
+            if throttle_ms > 0 {
+                snapshot(&mut events);
+                continue;
+            }
+            let replay = topic
+                .history
+                .after_published(from, topic.latest_published)
+                .filter(|frames| {
+                    let n = frames.len();
+                    let b: usize = frames
+                        .iter()
+                        .map(|(_, f)| f.len() + crate::tick::sse_head_capacity(epoch.len()))
+                        .sum();
+                    let fits = n <= msgs_left && b <= bytes_left;
+                    if fits {
+                        msgs_left -= n;
+                        bytes_left -= b;
+                    }
+                    fits
+                });
+            match replay {
+                Some(frames) => {
+                    result.replayed += frames.len();
+                    for (g, frame) in frames {
+                        events.push((g, sse_replay(&epoch, g, frame), FrameKind::Replay));
+                    }
+                }
+                None => {
+                    result.unrecovered.push(sym);
+                    snapshot(&mut events);
+                }
+            }
+        }
+        if !result.unrecovered.is_empty() {
+            queue.push_reply(reset(&result.unrecovered), FrameKind::Text);
+        }
+        events.sort_by_key(|e| e.0);
+        for (_, bytes, kind) in events {
+            match kind {
+                FrameKind::Replay => queue.push_replay(std::iter::once(&bytes)),
+                _ => queue.push_reply(bytes, kind),
+            }
+        }
+        drop(queue);
+        for (t, &sym) in locked.iter_mut().zip(syms) {
+            self.add_subscriber(t, outbox, sym, throttle_ms);
+        }
+        drop(locked);
+        if resume != SseResume::Fresh {
+            let outcome: Vec<Option<bool>> = syms
+                .iter()
+                .map(|s| Some(!result.unrecovered.contains(s)))
+                .collect();
+            self.metrics.count_resumes(&outcome, result.replayed as u64);
+        }
+        self.metrics
+            .subscriptions
+            .fetch_add(syms.len() as i64, Ordering::Relaxed);
+        result
+    }
+
     /// Removes `outbox` from the topics of `syms`; once this returns, no tick
     /// of those symbols reaches it any more (undelivered overflow included).
     pub fn unsubscribe(&self, outbox: &Arc<Outbox>, syms: &[SymbolId]) {
         let mut removed = 0;
         for &sym in syms {
             let mut topic = self.topics[sym as usize].lock();
-            if let Some(i) = topic
-                .subscribers
-                .iter()
-                .position(|s| Arc::ptr_eq(&s.outbox, outbox))
+            if self
+                .remove_subscriber(&mut topic, outbox, sym, false)
+                .is_some()
             {
-                topic.subscribers.swap_remove(i);
-                if outbox.format() == Format::Binary {
-                    self.topics[sym as usize].count_binary(-1);
-                }
                 removed += 1;
             }
         }
@@ -336,17 +568,130 @@ pub struct HistoryPage {
 pub struct Publisher {
     hub: Arc<Hub>,
     ticks: Vec<Tick>,
+    /// The batch's ticks, encoded.
+    enc: Encoded,
+    /// The hub's publish counter: ticks published so far.
+    published: u64,
+    /// Writers of throttled views woken by this batch.
+    throttled_writers: Vec<Waker>,
+    /// Each connection's share of the batch, by registry slot.
+    stage: Vec<Stage>,
+    /// Slots with a share in this batch.
+    touched: Vec<u32>,
+    writers: Vec<Waker>,
+}
+
+/// A batch's ticks in every format some subscriber takes.
+#[derive(Default)]
+struct Encoded {
     /// Every tick's JSON frame.
     batch: EncodedBatch,
     /// Binary frames of the ticks whose topics have binary subscribers.
     binary: EncodedBatch,
     /// Per tick, its frame in `binary` (or [`NOT_ENCODED`]).
     binary_at: Vec<u32>,
-    /// Each connection's share of the batch, by registry slot.
-    stage: Vec<Stage>,
-    /// Slots with a share in this batch.
-    touched: Vec<u32>,
-    writers: Vec<Waker>,
+    /// SSE events of the ticks whose topics have SSE subscribers.
+    sse: EncodedBatch,
+    /// Per tick, its event in `sse` (or [`NOT_ENCODED`]).
+    sse_at: Vec<u32>,
+}
+
+impl Encoded {
+    /// The batch that holds frames of `format`, and tick `i`'s frame in it.
+    fn get(&self, format: Format, i: u32) -> (&EncodedBatch, u32) {
+        match format {
+            Format::Json => (&self.batch, i),
+            Format::Binary => (&self.binary, self.binary_at[i as usize]),
+            Format::Sse => (&self.sse, self.sse_at[i as usize]),
+        }
+    }
+
+    fn of(&self, format: Format) -> &EncodedBatch {
+        match format {
+            Format::Json => &self.batch,
+            Format::Binary => &self.binary,
+            Format::Sse => &self.sse,
+        }
+    }
+}
+
+/// A history frame (a WebSocket frame of the tick's JSON) as the SSE event
+/// it was sent as live.
+fn sse_replay(epoch: &str, published: u64, json_frame: &Bytes) -> Bytes {
+    let json = crate::wire::payload(json_frame);
+    let mut out = Vec::with_capacity(crate::tick::sse_head_capacity(epoch.len()) + json.len() + 2);
+    crate::tick::write_sse_head(&mut out, epoch, published, TickKind::Tick);
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// A tick's frame in a format the batch did not encode it in (its
+/// subscriber arrived after the batch was encoded).
+fn encode_late(hub: &Hub, format: Format, tick: &Tick, published: u64) -> TickFrame {
+    let ins = hub.universe.get(tick.sym);
+    match format {
+        Format::Sse => TickFrame::encode_sse(tick, ins, TickKind::Tick, &hub.epoch(), published),
+        f => TickFrame::encode_as(f, tick, ins, TickKind::Tick),
+    }
+}
+
+/// Tick `i` of the batch for a topic's throttled views (topic locked), at
+/// `now`: at once to a view that sent nothing in the current window, else
+/// into its pending slot. Returns how many held ticks were replaced
+/// (folded).
+#[allow(clippy::too_many_arguments)]
+fn throttled(
+    hub: &Hub,
+    enc: &Encoded,
+    topic: &TopicState,
+    tick: &Tick,
+    i: u32,
+    published: u64,
+    now: tokio::time::Instant,
+    writers: &mut Vec<Waker>,
+) -> u64 {
+    let mut folded = 0;
+    for view in &topic.throttled {
+        let format = view.outbox.format();
+        let (batch, at) = enc.get(format, i);
+        let mut s = view.lock();
+        if s.dead {
+            continue;
+        }
+        let window = view.group.window(now);
+        let pending = || {
+            if at == NOT_ENCODED {
+                let f = encode_late(hub, format, tick, published);
+                Pending {
+                    bytes: f.bytes,
+                    ts_ns: f.ts_ns,
+                }
+            } else {
+                let f = batch.frame(at);
+                Pending {
+                    bytes: batch.slice(f.chunk, f.start, f.end),
+                    ts_ns: f.ts_ns,
+                }
+            }
+        };
+        match throttle::admit(view, &mut s, window, pending) {
+            Admit::Now { folded: f } => {
+                folded += u64::from(f);
+                let w = if at == NOT_ENCODED {
+                    view.outbox
+                        .push_frame(&encode_late(hub, format, tick, published))
+                } else {
+                    view.outbox
+                        .push_batch(batch, &[at], None)
+                        .unwrap_or_default()
+                };
+                push_wakers(writers, w);
+            }
+            Admit::Held { folded: f } => folded += u64::from(f),
+        }
+    }
+    folded
 }
 
 /// One connection's share of a batch.
@@ -363,9 +708,9 @@ impl Publisher {
         Publisher {
             hub,
             ticks: Vec::with_capacity(1024),
-            batch: EncodedBatch::default(),
-            binary: EncodedBatch::default(),
-            binary_at: Vec::new(),
+            enc: Encoded::default(),
+            published: 0,
+            throttled_writers: Vec::new(),
             stage: Vec::new(),
             touched: Vec::new(),
             writers: Vec::new(),
@@ -424,44 +769,66 @@ impl Publisher {
     /// (latest, history) and notes which connections get it.
     fn stage(&mut self) {
         let hub = &*self.hub;
-        self.batch.clear();
-        self.binary.clear();
-        self.binary_at.clear();
-        for t in &self.ticks {
+        let enc = &mut self.enc;
+        enc.batch.clear();
+        enc.binary.clear();
+        enc.binary_at.clear();
+        enc.sse.clear();
+        enc.sse_at.clear();
+        let first = self.published + 1;
+        // The epoch names SSE events; read (under its lock) only when some
+        // tick of the batch has SSE subscribers.
+        let mut epoch: Option<Arc<str>> = None;
+        for (i, t) in self.ticks.iter().enumerate() {
             let ins = hub.universe.get(t.sym);
-            self.batch.encode(t, ins);
-            // The binary form only for topics that have binary subscribers.
+            enc.batch.encode(t, ins);
+            // The binary and SSE forms only for topics that have such
+            // subscribers.
             let topic = &hub.topics[t.sym as usize];
-            self.binary_at.push(if topic.has_binary_subscribers() {
-                self.binary.encode_binary(t, ins);
-                self.binary.len() as u32 - 1
+            enc.binary_at.push(if topic.has_binary_subscribers() {
+                enc.binary.encode_binary(t, ins);
+                enc.binary.len() as u32 - 1
+            } else {
+                NOT_ENCODED
+            });
+            enc.sse_at.push(if topic.has_sse_subscribers() {
+                let epoch = epoch.get_or_insert_with(|| hub.epoch());
+                enc.sse.encode_sse(t, ins, epoch, first + i as u64);
+                enc.sse.len() as u32 - 1
             } else {
                 NOT_ENCODED
             });
         }
-        self.batch.seal();
-        self.binary.seal();
+        self.published += self.ticks.len() as u64;
+        enc.batch.seal();
+        enc.binary.seal();
+        enc.sse.seal();
+        let enc = &self.enc;
+        let mut folded = 0u64;
+        let now = tokio::time::Instant::now();
+        let mut woken = std::mem::take(&mut self.throttled_writers);
         for (i, tick) in self.ticks.iter().enumerate() {
+            let published = first + i as u64;
             let i = i as u32;
             let mut topic = hub.topics[tick.sym as usize].lock();
             topic.latest = Some(*tick);
-            topic.history.push(tick.seq, self.batch.bytes(i));
+            topic.latest_published = published;
+            topic.history.push(tick.seq, published, enc.batch.bytes(i));
+            if !topic.throttled.is_empty() {
+                folded += throttled(hub, enc, &topic, tick, i, published, now, &mut woken);
+            }
             for sub in &topic.subscribers {
-                let (batch, at) = match sub.outbox.format() {
-                    Format::Json => (&self.batch, i),
-                    Format::Binary => (&self.binary, self.binary_at[i as usize]),
-                };
+                let (batch, at) = enc.get(sub.outbox.format(), i);
                 if sub.slot == u32::MAX || at == NOT_ENCODED {
                     // Not registered (only tests and benchmarks), or a binary
-                    // subscriber that arrived after the batch was encoded:
-                    // deliver this one directly, under the topic lock.
+                    // or SSE subscriber that arrived after the batch was
+                    // encoded: deliver this one directly, under the topic lock.
                     let w = if at == NOT_ENCODED {
-                        let ins = hub.universe.get(tick.sym);
-                        sub.outbox.push_frame(&TickFrame::encode_as(
-                            Format::Binary,
+                        sub.outbox.push_frame(&encode_late(
+                            hub,
+                            sub.outbox.format(),
                             tick,
-                            ins,
-                            TickKind::Tick,
+                            published,
                         ))
                     } else {
                         sub.outbox
@@ -498,6 +865,11 @@ impl Publisher {
                 st.frames.push(at);
             }
         }
+        self.writers.append(&mut woken);
+        self.throttled_writers = woken;
+        if folded > 0 {
+            hub.metrics.throttled.fetch_add(folded, Ordering::Relaxed);
+        }
     }
 
     /// Queues each staged connection's share with one outbox lock.
@@ -506,10 +878,7 @@ impl Publisher {
         for slot in self.touched.drain(..) {
             let st = &mut self.stage[slot as usize];
             let outbox = st.outbox.take().expect("touched slots are staged");
-            let batch = match outbox.format() {
-                Format::Json => &self.batch,
-                Format::Binary => &self.binary,
-            };
+            let batch = self.enc.of(outbox.format());
             match outbox.push_batch(batch, &st.frames, Some(st.unsubscribes)) {
                 Ok(w) => push_wakers(&mut self.writers, w),
                 Err(Fenced) => {
@@ -596,7 +965,7 @@ mod tests {
             metrics,
         ));
         sessions.register(o.clone());
-        hub.subscribe(&o, &[(0, Start::Snapshot), (1, Start::Snapshot)], |_| {
+        hub.subscribe(&o, &[(0, Start::Snapshot), (1, Start::Snapshot)], 0, |_| {
             Bytes::new()
         });
         let _ = drain(&o);

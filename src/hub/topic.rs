@@ -1,12 +1,15 @@
-//! One symbol's topic: who follows it, and its latest tick.
+//! One symbol's topic: who follows it (every tick, or through a throttled
+//! view), and its latest tick.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::history::History;
+use super::throttle::View;
 use crate::feed::Tick;
 use crate::outbox::Outbox;
 use crate::sync::{Mutex, MutexGuard};
+use crate::tick::Format;
 
 /// What a topic's lock guards: changed by the publisher once per tick and by
 /// (un)subscribes, always together with the fan-out or snapshot that must
@@ -20,7 +23,12 @@ pub(super) struct Subscriber {
 
 pub(super) struct TopicState {
     pub subscribers: Vec<Subscriber>,
+    /// Throttled subscriptions, apart: the unthrottled fan-out never looks
+    /// at them.
+    pub throttled: Vec<Arc<View>>,
     pub latest: Option<Tick>,
+    /// The hub's publish counter of `latest` (0: never traded).
+    pub latest_published: u64,
     /// The latest ticks' frames, for resume.
     pub history: History,
 }
@@ -39,6 +47,8 @@ pub(super) struct Topic {
     /// Subscribers that take binary frames; read without the lock, to know
     /// whether a tick needs its binary form at all.
     binary_subscribers: AtomicUsize,
+    /// Likewise for SSE streams (their ticks are encoded as SSE events).
+    sse_subscribers: AtomicUsize,
 }
 
 impl Topic {
@@ -46,10 +56,13 @@ impl Topic {
         Topic {
             state: Mutex::new(TopicState {
                 subscribers: Vec::new(),
+                throttled: Vec::new(),
                 latest: None,
+                latest_published: 0,
                 history: History::new(history),
             }),
             binary_subscribers: AtomicUsize::new(0),
+            sse_subscribers: AtomicUsize::new(0),
         }
     }
 
@@ -57,13 +70,22 @@ impl Topic {
         self.binary_subscribers.load(Ordering::Relaxed) > 0
     }
 
-    /// Counts a binary subscriber in (`+1`) or out (`-1`); call with the
-    /// lock held, as the subscriber list changes.
-    pub fn count_binary(&self, delta: isize) {
+    pub fn has_sse_subscribers(&self) -> bool {
+        self.sse_subscribers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Counts a subscriber of `format` in (`+1`) or out (`-1`); call with
+    /// the lock held, as the subscriber lists change.
+    pub fn count_format(&self, format: Format, delta: isize) {
+        let counter = match format {
+            Format::Json => return,
+            Format::Binary => &self.binary_subscribers,
+            Format::Sse => &self.sse_subscribers,
+        };
         if delta > 0 {
-            self.binary_subscribers.fetch_add(1, Ordering::Relaxed);
+            counter.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.binary_subscribers.fetch_sub(1, Ordering::Relaxed);
+            counter.fetch_sub(1, Ordering::Relaxed);
         }
     }
 

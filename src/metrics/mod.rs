@@ -131,6 +131,12 @@ pub struct Metrics {
     pub(crate) resumes_lost: AtomicU64,
     pub(crate) replayed_ticks: AtomicU64,
     pub(crate) conflated: AtomicU64,
+    /// Ticks a throttled view replaced before its interval ended (folded).
+    pub(crate) throttled: AtomicU64,
+    /// Ticks a throttled view sent at the end of an interval.
+    pub(crate) throttled_delayed: AtomicU64,
+    /// Open Server-Sent Events streams (also counted in `connections`).
+    pub sse_streams: AtomicI64,
     pub(crate) disconnects: [AtomicU64; DisconnectReason::ALL.len()],
     pub(crate) errors: [AtomicU64; ErrorCode::ALL.len()],
     /// A gateway's broker link (reported only by gateways).
@@ -158,6 +164,9 @@ impl Default for Metrics {
             resumes_lost: AtomicU64::new(0),
             replayed_ticks: AtomicU64::new(0),
             conflated: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            throttled_delayed: AtomicU64::new(0),
+            sse_streams: AtomicI64::new(0),
             disconnects: Default::default(),
             errors: Default::default(),
             broker: BrokerMetrics::default(),
@@ -249,6 +258,8 @@ impl Metrics {
                 bytes_sent: r.total.sent.bytes_sent,
                 writes: r.total.sent.writes,
                 conflated: self.conflated.load(Ordering::Relaxed),
+                throttled: self.throttled.load(Ordering::Relaxed),
+                throttled_delayed: self.throttled_delayed.load(Ordering::Relaxed),
                 rejected_connections: self
                     .rejected
                     .iter()

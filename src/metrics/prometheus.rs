@@ -18,8 +18,14 @@ impl Metrics {
             (
                 "tickwire_connections",
                 "gauge",
-                "Open WebSocket connections.",
+                "Open WebSocket connections and SSE streams.",
                 load(&self.connections),
+            ),
+            (
+                "tickwire_sse_streams",
+                "gauge",
+                "Open Server-Sent Events streams (counted in tickwire_connections too).",
+                load(&self.sse_streams),
             ),
             (
                 "tickwire_subscriptions",
@@ -68,6 +74,18 @@ impl Metrics {
                 "counter",
                 "Undelivered ticks replaced by a newer tick of the same symbol.",
                 t.conflated,
+            ),
+            (
+                "tickwire_throttled_ticks_total",
+                "counter",
+                "Ticks folded by throttled views: replaced by a newer tick of the same symbol before the view's interval ended.",
+                t.throttled,
+            ),
+            (
+                "tickwire_throttled_delayed_ticks_total",
+                "counter",
+                "Ticks throttled views held until their interval ended.",
+                t.throttled_delayed,
             ),
             (
                 "tickwire_queued_messages",

@@ -17,6 +17,11 @@ pub struct Totals {
     pub bytes_sent: u64,
     pub writes: u64,
     pub conflated: u64,
+    /// Ticks folded by throttled views (a newer tick replaced them before
+    /// the interval ended); apart from `conflated`.
+    pub throttled: u64,
+    /// Ticks throttled views held until their interval ended.
+    pub throttled_delayed: u64,
     /// Connections and requests refused by admission, all reasons.
     pub rejected_connections: u64,
     /// The same by reason (`tickwire_rejected_connections_total{reason}`).

@@ -1,6 +1,7 @@
 //! HTTP/1.1 on one connection: hyper serves it, `/ws` upgrades go through
-//! admission to a session, everything else (after admission's request
-//! checks) to the plain endpoints.
+//! admission to a session, `/sse` through admission to an SSE stream,
+//! everything else (after admission's request checks) to the plain
+//! endpoints.
 //!
 //! Bounds on what one connection costs before it is a session: the request
 //! head must arrive within `--handshake-timeout` (hyper's header read
@@ -13,7 +14,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http_body_util::Either;
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -23,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use super::admission::{Admission, RejectReason, SocketSlot};
 use crate::api::{self, Body};
 use crate::outbox::Policy;
+use crate::session::sse::{self, SseBody, SseParams};
 use crate::session::{self, Params};
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
@@ -56,9 +60,13 @@ pub async fn serve<S: Stream>(stream: S, peer: SocketAddr, http: Http, slot: Soc
         .max_headers(64);
     let served = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let counter = served.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let mut res = route::<S>(req, peer, &http);
+        let mut res = if req.uri().path() == "/sse" {
+            route_sse(req, peer, &http)
+        } else {
+            route::<S>(req, peer, &http).map(Either::Left)
+        };
         if n >= max_requests {
             res.headers_mut().insert(
                 hyper::header::CONNECTION,
@@ -130,6 +138,10 @@ fn route<S: Stream>(mut req: Request<Incoming>, peer: SocketAddr, http: &Http) -
     let symbols = api::query_param(query, "symbols")
         .map(|s| api::split_symbols(&s))
         .unwrap_or_default();
+    let throttle_ms = match throttle_param(query) {
+        Ok(t) => t,
+        Err(e) => return api::error(StatusCode::BAD_REQUEST, &e),
+    };
     let admitted = match http.admission.admit(&req, peer) {
         Ok(a) => a,
         Err(refusal) => return refusal.response(),
@@ -143,6 +155,7 @@ fn route<S: Stream>(mut req: Request<Incoming>, peer: SocketAddr, http: &Http) -
         policy,
         format,
         symbols,
+        throttle_ms,
         peer,
         grant: admitted.client.grant.clone(),
     };
@@ -151,4 +164,102 @@ fn route<S: Stream>(mut req: Request<Incoming>, peer: SocketAddr, http: &Http) -
         drop(admitted);
     });
     response.map(|_| Body::default())
+}
+
+/// `?throttle_ms=` of `/ws` and `/sse`: 0 (absent) or 10..=60000.
+fn throttle_param(query: Option<&str>) -> Result<u32, String> {
+    match api::query_param(query, "throttle_ms") {
+        None => Ok(0),
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| format!("throttle_ms must be a number of milliseconds, not {t:?}"))
+            .and_then(tickwire_protocol::request::check_throttle_ms),
+    }
+}
+
+/// `GET /sse?symbols=A,B[&throttle_ms=][&policy=]`: a Server-Sent Events
+/// stream, admitted like a WebSocket session.
+fn route_sse(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    http: &Http,
+) -> Response<Either<Body, SseBody>> {
+    let refuse = |status, message: &str| api::error(status, message).map(Either::Left);
+    if req.method() != hyper::Method::GET {
+        return refuse(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported");
+    }
+    let query = req.uri().query();
+    let policy = match api::query_param(query, "policy") {
+        None => http.state.config.policy,
+        Some(p) => match <Policy as clap::ValueEnum>::from_str(&p, false) {
+            Ok(p) => p,
+            Err(_) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "policy must be conflate or disconnect",
+                )
+            }
+        },
+    };
+    let throttle_ms = match throttle_param(query) {
+        Ok(t) => t,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e),
+    };
+    let symbols = api::query_param(query, "symbols")
+        .map(|s| api::split_symbols(&s))
+        .unwrap_or_default();
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .or_else(|| api::query_param(query, "last_event_id"));
+    let admitted = match http.admission.admit(&req, peer) {
+        Ok(a) => a,
+        Err(refusal) => return refusal.response().map(Either::Left),
+    };
+    // With auth, the stream carries only what the token entitles to: `*`
+    // is the entitled symbols, a named one outside the grant is a 403.
+    let symbols = if http.state.auth.is_some() {
+        let grant = &admitted.client.grant;
+        let universe = http.state.hub.universe();
+        let symbols: Vec<String> = if symbols.iter().any(|s| s == "*") {
+            universe
+                .iter()
+                .map(|(_, i)| i.symbol.clone())
+                .filter(|s| grant.allows(s))
+                .collect()
+        } else {
+            symbols
+        };
+        let refused: Vec<String> = symbols
+            .iter()
+            .filter(|s| !grant.allows(s))
+            .cloned()
+            .collect();
+        if !refused.is_empty() {
+            return api::forbidden(&refused).map(Either::Left);
+        }
+        symbols
+    } else {
+        symbols
+    };
+    let params = SseParams {
+        symbols,
+        throttle_ms,
+        policy,
+        last_event_id,
+    };
+    match sse::open(&http.state, params, Box::new(admitted)) {
+        Ok(body) => {
+            let mut r = Response::new(Either::Right(body));
+            let h = r.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            r
+        }
+        Err((status, message)) => refuse(status, &message),
+    }
 }

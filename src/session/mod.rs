@@ -14,6 +14,8 @@
 //!   the idle timeout, the close.
 //! - [`clocks`]: when the client was last heard from, and the writer's
 //!   deadlines.
+//! - [`sse`]: the other kind of session, a Server-Sent Events stream: the
+//!   same outbox, drained by an HTTP response body instead of a writer task.
 //!
 //! The session is generic over the byte stream ([`Stream`]: plain TCP or
 //! TLS). Bytes hyper had already read past the handshake are replayed in
@@ -23,9 +25,10 @@ mod clocks;
 mod frames;
 mod reader;
 mod requests;
+pub mod sse;
 mod writer;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -112,6 +115,9 @@ pub struct Params {
     pub format: Format,
     /// Symbols named in the URL, subscribed at connect.
     pub symbols: Vec<String>,
+    /// The connection's default throttle (`?throttle_ms=`, 0: off), for
+    /// subscribes that do not name one.
+    pub throttle_ms: u32,
     pub peer: SocketAddr,
     /// What the client's token entitles it to (everything when auth is off).
     pub grant: Arc<Grant>,
@@ -120,8 +126,11 @@ pub struct Params {
 /// The state the reader and writer share.
 struct Session {
     outbox: Arc<Outbox>,
-    /// Symbols this connection follows; changed only by the reader.
-    subscriptions: Mutex<HashSet<SymbolId>>,
+    /// Symbols this connection follows, each with its throttle (ms, 0:
+    /// every tick); changed only by the reader.
+    subscriptions: Mutex<HashMap<SymbolId, u32>>,
+    /// The throttle of subscribes that do not name one.
+    default_throttle_ms: u32,
     liveness: Liveness,
     settings: Settings,
     state: Arc<AppState>,
@@ -208,7 +217,8 @@ pub async fn run<S: Stream>(
 
     let session = Arc::new(Session {
         outbox: outbox.clone(),
-        subscriptions: Mutex::new(HashSet::new()),
+        subscriptions: Mutex::new(HashMap::new()),
+        default_throttle_ms: params.throttle_ms,
         liveness,
         settings,
         state: state.clone(),
@@ -223,7 +233,7 @@ pub async fn run<S: Stream>(
     if !params.symbols.is_empty() {
         // Unknown names in the URL are ignored; the ack lists what was
         // taken. Symbols the token does not cover get a `forbidden` error.
-        if let Some(e) = session.subscribe(None, &params.symbols, None, None) {
+        if let Some(e) = session.subscribe(None, &params.symbols, None, None, None) {
             if e.code == tickwire_protocol::ErrorCode::Forbidden {
                 session.reply(&tickwire_protocol::Reply::from(e));
             }
@@ -249,7 +259,7 @@ pub async fn run<S: Stream>(
     if let Some(expiry) = expiry {
         expiry.abort();
     }
-    let subs: Vec<SymbolId> = session.subscriptions.lock().drain().collect();
+    let subs: Vec<SymbolId> = session.subscriptions.lock().drain().map(|s| s.0).collect();
     state.hub.unsubscribe(&outbox, &subs);
     state.sessions.remove(session_id);
     metrics.connections.fetch_sub(1, Ordering::Relaxed);

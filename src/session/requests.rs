@@ -7,7 +7,7 @@
 //! requests per second (bursts of twice that) and `--max-errors` error
 //! replies per ~10 s before the connection is closed as abusive.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use tickwire_protocol::{ErrorCode, Id, Reply, Request, RequestError, Welcome};
 
@@ -102,7 +102,8 @@ impl Requests {
                 symbols,
                 from,
                 epoch,
-            }) => session.subscribe(id, &symbols, from.as_ref(), epoch.as_deref()),
+                throttle_ms,
+            }) => session.subscribe(id, &symbols, from.as_ref(), epoch.as_deref(), throttle_ms),
             Ok(Request::Unsubscribe { id, symbols }) => session.unsubscribe(id, &symbols),
             Ok(Request::Symbols { id }) => {
                 session
@@ -195,13 +196,16 @@ impl Session {
 
     /// Subscribes to the known names. The ack comes first, then per newly
     /// followed symbol its replay (resuming after `from[sym]` of `epoch`)
-    /// or its snapshot.
+    /// or its snapshot. Every named symbol gets the subscribe's throttle
+    /// (`throttle_ms`, else the connection's default); for symbols already
+    /// followed that changes at once, with no snapshot.
     pub(super) fn subscribe(
         &self,
         id: Option<Id>,
         names: &[String],
         from: Option<&BTreeMap<String, u64>>,
         epoch: Option<&str>,
+        throttle_ms: Option<u32>,
     ) -> Option<RequestError> {
         let hub = &self.state.hub;
         let universe = hub.universe();
@@ -220,13 +224,14 @@ impl Session {
             ok
         });
         let max = self.max_symbols();
-        let fresh: Vec<SymbolId> = {
+        let throttle = throttle_ms.unwrap_or(self.default_throttle_ms);
+        let (fresh, changed): (Vec<SymbolId>, Vec<SymbolId>) = {
             let mut subs = self.subscriptions();
             let fresh: Vec<SymbolId> = resolved
                 .known
                 .iter()
                 .copied()
-                .filter(|s| !subs.contains(s))
+                .filter(|s| !subs.contains_key(s))
                 .collect();
             if subs.len() + fresh.len() > max {
                 return Some(RequestError::new(
@@ -238,9 +243,21 @@ impl Session {
                     ),
                 ));
             }
-            subs.extend(&fresh);
-            fresh
+            let mut changed = Vec::new();
+            for &sym in &resolved.known {
+                if let Some(t) = subs.get_mut(&sym) {
+                    if *t != throttle {
+                        *t = throttle;
+                        changed.push(sym);
+                    }
+                }
+            }
+            subs.extend(fresh.iter().map(|&s| (s, throttle)));
+            (fresh, changed)
         };
+        if !changed.is_empty() {
+            hub.set_throttle(&self.outbox, &changed, throttle);
+        }
         if !resolved.known.is_empty() {
             // A seq means something only in the epoch it came from.
             let same_epoch = epoch == Some(&*hub.epoch());
@@ -254,7 +271,7 @@ impl Session {
                 })
                 .collect();
             let symbols = self.names(&resolved.known);
-            hub.subscribe(&self.outbox, &starts, |outcome| {
+            hub.subscribe(&self.outbox, &starts, throttle, |outcome| {
                 let recovered = from.map(|_| {
                     let fresh_outcome: BTreeMap<SymbolId, bool> = starts
                         .iter()
@@ -317,7 +334,7 @@ impl Session {
         let dropped: Vec<SymbolId> = {
             let mut subs = self.subscriptions();
             let dropped: Vec<SymbolId> = subs
-                .iter()
+                .keys()
                 .copied()
                 .filter(|&s| !fresh.allows(&universe.get(s).symbol))
                 .collect();
@@ -358,14 +375,18 @@ impl Session {
     pub(super) fn unsubscribe(&self, id: Option<Id>, names: &[String]) -> Option<RequestError> {
         let all = names.iter().any(|n| n == "*");
         let (known, unknown) = if all {
-            (self.subscriptions().iter().copied().collect(), Vec::new())
+            (self.subscriptions().keys().copied().collect(), Vec::new())
         } else {
             let r = self.state.hub.universe().resolve(names);
             (r.known, r.unknown)
         };
         let followed: Vec<SymbolId> = {
             let mut subs = self.subscriptions();
-            known.iter().copied().filter(|s| subs.remove(s)).collect()
+            known
+                .iter()
+                .copied()
+                .filter(|s| subs.remove(s).is_some())
+                .collect()
         };
         self.state.hub.unsubscribe(&self.outbox, &followed);
         if !known.is_empty() || all {
@@ -378,7 +399,7 @@ impl Session {
     }
 
     /// The symbols this connection follows.
-    fn subscriptions(&self) -> crate::sync::MutexGuard<'_, HashSet<SymbolId>> {
+    fn subscriptions(&self) -> crate::sync::MutexGuard<'_, HashMap<SymbolId, u32>> {
         self.subscriptions.lock()
     }
 }

@@ -30,6 +30,7 @@
     e2eP50: $("e2e-p50"), e2eP99: $("e2e-p99"), e2eN: $("e2e-n"), e2eChart: $("e2e-chart"), clockOffset: $("clock-offset"),
     srvConns: $("srv-conns"), srvMsgs: $("srv-msgs"), srvP50: $("srv-p50"), srvP99: $("srv-p99"),
     srvUptime: $("srv-uptime"), srvChart: $("srv-chart"), toast: $("toast"),
+    calm: $("calm"), viewRate: $("view-rate"),
   };
 
   // ---------------------------------------------------------------- state
@@ -41,7 +42,19 @@
   const dirty = new Set(); // symbols whose row needs repainting
   let structureDirty = true; // rows added / removed
   let sideDirty = true; // KPI panels need repainting
-  const debug = { received: Object.create(null), frames: 0, renderMs: 0, maxRenderMs: 0, connects: 0, resyncs: 0, serverErrors: {} };
+  const debug = {
+    received: Object.create(null), frames: 0, renderMs: 0, maxRenderMs: 0, connects: 0, resyncs: 0, serverErrors: {},
+    // Every tick/snapshot seq seen per symbol ("s<seq>" for snapshots), the
+    // first SEEN_MAX of each: the browser test checks exactly-once with it.
+    seen: Object.create(null), sseOpens: 0,
+  };
+  const SEEN_MAX = 2000;
+  // Calm view: the watchlist throttled to one update per symbol per CALM_MS
+  // (the server keeps the newest), the selected symbol's chart every tick.
+  const CALM_MS = 250;
+  const CALM_KEY = "tickwire.calm";
+  let calm = false;
+  try { calm = localStorage.getItem(CALM_KEY) === "1"; } catch (e) { /* private mode */ }
   const acked = new Set(); // symbols the server confirmed on this connection
 
   function newQuote(sym) {
@@ -151,6 +164,7 @@
     selected = sym;
     structureDirty = true;
     saveSelection();
+    conn.focus();
   }
 
   // A token in the page's own URL (?token=JWT) goes along to the server's
@@ -171,6 +185,16 @@
     let nextId = 1;
     let pingTimer = 0;
     const pings = new Map(); // id -> send time (µs)
+    // "ws", or "sse" once the WebSocket could not be opened twice in a row
+    // (a proxy that strips upgrades, a blocked port): then an EventSource
+    // on /sse carries the same ticks, and resumes by itself after a cut.
+    let transport = "ws";
+    let wsFailures = 0;
+    let es = null;
+    let sseTimer = 0;
+    // The symbol subscribed with every tick while the calm view throttles
+    // the rest (WebSocket only: an SSE stream has one throttle).
+    let focusSent = null;
 
     function setState(s) {
       state = s;
@@ -179,7 +203,7 @@
       paintCountdown();
     }
     function paintCountdown() {
-      if (state === "live") el.connText.textContent = "live";
+      if (state === "live") el.connText.textContent = transport === "sse" ? "live (SSE)" : "live";
       else if (state === "connecting") el.connText.textContent = "connecting";
       else {
         const s = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
@@ -227,6 +251,7 @@
       return v;
     }
     function reconcile() {
+      if (transport === "sse") { scheduleSse(); return; }
       if (!ws || ws.readyState !== WebSocket.OPEN) return; // onopen subscribes everything
       const view = serverView();
       const want = new Set(selection);
@@ -251,6 +276,29 @@
       if (m.id != null) pending.delete(m.id);
       const set = m.type === "subscribed";
       for (const s of m.symbols || []) { if (set) acked.add(s); else acked.delete(s); }
+      if (set) focus();
+    }
+    // Calm view over WebSocket: the connection's default throttle is
+    // CALM_MS; the selected symbol is re-subscribed with throttle_ms 0 (and
+    // the one before it back to CALM_MS).
+    function focus() {
+      if (transport !== "ws" || !calm || !ws || ws.readyState !== WebSocket.OPEN) return;
+      if (focusSent === selected || !selected || !acked.has(selected)) return;
+      if (!takeToken()) { setTimeout(focus, 300); return; }
+      send({ op: "subscribe", symbols: [selected], throttle_ms: 0, id: nextId++ });
+      if (focusSent && acked.has(focusSent)) send({ op: "subscribe", symbols: [focusSent], throttle_ms: CALM_MS, id: nextId++ });
+      focusSent = selected;
+    }
+    function setCalm(on) {
+      calm = on;
+      try { localStorage.setItem(CALM_KEY, on ? "1" : "0"); } catch (e) { /* private mode */ }
+      paintViewRate();
+      // The throttle is the connection's (or the stream's): start afresh.
+      if (transport === "sse") openSse(); else connect();
+    }
+    function paintViewRate() {
+      el.calm.checked = calm;
+      el.viewRate.textContent = calm ? "≤ " + 1000 / CALM_MS + "/s per symbol, chart every tick" : "every tick";
     }
     // An error reply ends its op. rate_limited ones carry no id (the server
     // drops the message unread), so any op may have been lost: forget what
@@ -268,9 +316,14 @@
       if (ws) { ws.onopen = ws.onclose = ws.onmessage = ws.onerror = null; try { ws.close(); } catch (e) { /* ignore */ } }
       if (state !== "reconnecting") setState("connecting");
       const proto = location.protocol === "https:" ? "wss:" : "ws:";
-      const sock = new WebSocket(proto + "//" + location.host + withToken("/ws?policy=conflate"));
+      const throttle = calm ? "&throttle_ms=" + CALM_MS : "";
+      const sock = new WebSocket(proto + "//" + location.host + withToken("/ws?policy=conflate" + throttle));
       ws = sock;
+      let opened = false;
       sock.onopen = () => {
+        opened = true;
+        wsFailures = 0;
+        focusSent = null;
         pings.clear();
         lastMessageAt = Date.now();
         debug.connects++;
@@ -288,6 +341,7 @@
         ws = null;
         for (const q of quotes.values()) { q.stale = true; dirty.add(q.sym); }
         acked.clear();
+        if (!opened && ++wsFailures >= 2) { startSse(); return; }
         scheduleRetry();
       };
       sock.onerror = () => { /* onclose follows and schedules the retry */ };
@@ -302,7 +356,69 @@
       setState("reconnecting");
       retryTimer = setTimeout(connect, delay);
     }
-    function retryNow() { attempt = 0; connect(); }
+    function retryNow() { attempt = 0; wsFailures = 0; stopSse(); connect(); }
+
+    // ------------------------------------------------ SSE fallback
+    function startSse() {
+      transport = "sse";
+      clearTimeout(retryTimer);
+      openSse();
+    }
+    function stopSse() {
+      clearTimeout(sseTimer);
+      if (es) { es.close(); es = null; }
+      transport = "ws";
+    }
+    // A new selection is a new stream (its URL names the symbols).
+    function scheduleSse() {
+      clearTimeout(sseTimer);
+      sseTimer = setTimeout(openSse, 250);
+    }
+    function openSse() {
+      clearTimeout(sseTimer);
+      if (es) { es.close(); es = null; }
+      acked.clear();
+      if (!selection.length) { setState("live"); return; }
+      const throttle = calm ? "&throttle_ms=" + CALM_MS : "";
+      const src = new EventSource("/sse?policy=conflate&symbols=" + encodeURIComponent(selection.join(",")) + throttle);
+      es = src;
+      if (state !== "reconnecting") setState("connecting");
+      src.onopen = () => {
+        debug.sseOpens++;
+        debug.connects++;
+        attempt = 0;
+        for (const s of selection) acked.add(s);
+        setState("live");
+      };
+      const onEvent = (e) => { if (es === src) onMessage(e.data); };
+      src.addEventListener("tick", onEvent);
+      src.addEventListener("snapshot", onEvent);
+      // The server could not replay what these symbols missed: their
+      // snapshots follow; until then they are stale.
+      src.addEventListener("reset", (e) => {
+        let r = null;
+        try { r = JSON.parse(e.data); } catch (err) { return; }
+        for (const s of (r && r.symbols) || []) { const q = quotes.get(s); if (q) { q.stale = true; dirty.add(s); } }
+      });
+      src.onerror = () => {
+        if (es !== src) return;
+        for (const q of quotes.values()) { q.stale = true; dirty.add(q.sym); }
+        if (src.readyState === EventSource.CLOSED) {
+          // Refused (not 200, or not text/event-stream): the browser gives
+          // up; try again with our own backoff.
+          es = null;
+          const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, attempt));
+          const delay = cap / 2 + Math.random() * (cap / 2);
+          attempt++;
+          retryAt = Date.now() + delay;
+          setState("reconnecting");
+          sseTimer = setTimeout(openSse, delay);
+        } else {
+          // The browser reconnects by itself, with Last-Event-ID.
+          setState("connecting");
+        }
+      };
+    }
     function ping() {
       if (!ws || ws.readyState !== WebSocket.OPEN || !takeToken()) return;
       const id = nextId++;
@@ -335,7 +451,10 @@
     clearInterval(pingTimer);
     pingTimer = setInterval(ping, 5000);
     setInterval(() => { if (state === "reconnecting") paintCountdown(); }, 250);
-    return { connect, subscribe, unsubscribe, retryNow, onPong, onSubscribed, onAck, onError, get state() { return state; } };
+    return {
+      connect, subscribe, unsubscribe, retryNow, onPong, onSubscribed, onAck, onError, focus, setCalm, paintViewRate,
+      get state() { return state; }, get transport() { return transport; },
+    };
   })();
 
   let rttUs = null;
@@ -375,6 +494,8 @@
 
   function onTick(m) {
     if (m.type === "tick") debug.received[m.sym] = (debug.received[m.sym] || 0) + 1;
+    const seen = debug.seen[m.sym] || (debug.seen[m.sym] = []);
+    if (seen.length < SEEN_MAX) seen.push(m.type === "tick" ? m.seq : "s" + m.seq);
     const q = quotes.get(m.sym);
     if (!q) return; // a tick that raced our unsubscribe
     const now = performance.now();
@@ -935,6 +1056,7 @@
   el.addAll.addEventListener("click", () => addSymbols(universe.map((i) => i.sym)));
   el.clearAll.addEventListener("click", () => removeSymbols(selection.slice()));
   el.retry.addEventListener("click", () => conn.retryNow());
+  el.calm.addEventListener("change", () => conn.setCalm(el.calm.checked));
 
   // ----------------------------------------------------------------- boot
   function loadUniverse(attempt) {
@@ -946,6 +1068,10 @@
   // Test and debugging hook: read-only view of what the page has seen.
   window.__tickwire = {
     state: () => conn.state,
+    transport: () => conn.transport,
+    calm: () => calm,
+    seen: () => JSON.parse(JSON.stringify(debug.seen)),
+    sseOpens: () => debug.sseOpens,
     selection: () => selection.slice(),
     universe: () => universe.map((i) => i.sym),
     subscribed: () => Array.from(acked).sort(),
@@ -965,6 +1091,7 @@
     for (const s of selection) quotes.set(s, newQuote(s));
     saveSelection();
     structureDirty = true;
+    conn.paintViewRate();
     conn.connect();
     setInterval(everySecond, 1000);
     everySecond();
