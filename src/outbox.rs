@@ -42,7 +42,7 @@ use bytes::Bytes;
 
 use crate::close::DisconnectReason;
 use crate::feed::SymbolId;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Shard};
 use crate::sync::{Mutex, MutexGuard};
 use crate::tick::{EncodedBatch, Format, TickFrame};
 use crate::wire::close_frame;
@@ -75,6 +75,31 @@ pub enum FrameKind {
     Text,
     /// A control frame (ping, pong).
     Control,
+}
+
+impl FrameKind {
+    /// Counts an item of this kind as delivered at `now_ns` (wall clock):
+    /// messages, ticks and, for live ticks, one latency sample per tick.
+    /// One definition for every writer (WebSocket and SSE).
+    pub fn account_sent(self, shard: &mut Shard, now_ns: u64) {
+        match self {
+            FrameKind::Ticks { count, ts_ns } => {
+                shard.msgs_sent += count as u64;
+                shard.ticks_sent += count as u64;
+                // One sample per tick, all at the run's latency.
+                let _ = shard.latency.record_n(
+                    now_ns.saturating_sub(ts_ns).clamp(1, 60_000_000_000),
+                    count as u64,
+                );
+            }
+            FrameKind::Replay => {
+                shard.msgs_sent += 1;
+                shard.ticks_sent += 1;
+            }
+            FrameKind::Text => shard.msgs_sent += 1,
+            FrameKind::Control => {}
+        }
+    }
 }
 
 /// Frame bytes waiting to be written, often shared with other connections.

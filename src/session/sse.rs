@@ -183,23 +183,7 @@ impl SseBody {
     fn sent(&self, item: &Outgoing) {
         let mut shard = self.outbox.metrics().shard();
         shard.bytes_sent += item.bytes.len() as u64;
-        match item.kind {
-            FrameKind::Ticks { count, ts_ns } => {
-                shard.msgs_sent += count as u64;
-                shard.ticks_sent += count as u64;
-                let now_ns = clock::wall_ns();
-                let _ = shard.latency.record_n(
-                    now_ns.saturating_sub(ts_ns).clamp(1, 60_000_000_000),
-                    count as u64,
-                );
-            }
-            FrameKind::Replay => {
-                shard.msgs_sent += 1;
-                shard.ticks_sent += 1;
-            }
-            FrameKind::Text => shard.msgs_sent += 1,
-            FrameKind::Control => {}
-        }
+        item.kind.account_sent(&mut shard, clock::wall_ns());
     }
 
     fn reset_heartbeat(&mut self) {

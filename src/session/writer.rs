@@ -189,23 +189,7 @@ fn poll_write_batch<W: AsyncWrite + Unpin>(
             }
             left -= head.bytes.len();
             *head_partial = false;
-            match head.kind {
-                FrameKind::Ticks { count, ts_ns } => {
-                    shard.msgs_sent += count as u64;
-                    shard.ticks_sent += count as u64;
-                    // One sample per tick, all at the run's latency.
-                    let _ = shard.latency.record_n(
-                        now_ns.saturating_sub(ts_ns).clamp(1, 60_000_000_000),
-                        count as u64,
-                    );
-                }
-                FrameKind::Replay => {
-                    shard.msgs_sent += 1;
-                    shard.ticks_sent += 1;
-                }
-                FrameKind::Text => shard.msgs_sent += 1,
-                FrameKind::Control => {}
-            }
+            head.kind.account_sent(&mut shard, now_ns);
             batch.pop_front();
         }
     }
