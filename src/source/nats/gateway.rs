@@ -91,6 +91,13 @@ struct State {
 /// How long the gateway stops asking a feed that did not answer.
 const FEED_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long a starting gateway keeps asking the feed for its state before
+/// it serves anyway (from the live stream, whose first ticks then name the
+/// epoch). Until then no connection is accepted: a gateway that welcomed
+/// clients before its first sync would hand them its own epoch, which
+/// changes under them a moment later.
+const STARTUP_SYNC: Duration = Duration::from_secs(10);
+
 fn broker(m: &Metrics) -> &BrokerMetrics {
     &m.broker
 }
@@ -159,7 +166,20 @@ pub async fn run(gateway: Gateway, publisher: Publisher, shutdown: Shutdown) {
         resync: false,
         shutdown: shutdown.clone(),
     };
-    st.sync_all().await;
+    let give_up = Instant::now() + STARTUP_SYNC;
+    loop {
+        st.sync_all().await;
+        // A feed just started may not have its sync responder registered
+        // with the broker yet ("no responders"): ask again, briefly.
+        if st.epoch != 0 || Instant::now() >= give_up || shutdown.is_triggered() {
+            break;
+        }
+        st.feed_quiet_until = None;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = shutdown.triggered() => return,
+        }
+    }
     if let Some(r) = ready.take() {
         let _ = r.send(());
     }
