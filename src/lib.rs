@@ -6,7 +6,7 @@
 //!  source ──► hub ───────────► outbox ──────► session writer ──► socket
 //!  (local     (Topic per        (bounded queue  one vectored write
 //!   generator  symbol: the      per connection: per wake-up, many
-//!   today)     tick is encoded  conflate or     frames per syscall)
+//!   or NATS)   tick is encoded  conflate or     frames per syscall)
 //!              once here)       disconnect at
 //!                               the limit)
 //! ```
@@ -15,7 +15,8 @@
 //!
 //! ```text
 //!  listener ──► admission ──► http (route, upgrade) ──► session (reader + writer)
-//!  (peer address) (limits)     └─► api (plain HTTP endpoints)
+//!  (peer address, (Origin, token, └─► api (plain HTTP endpoints)
+//!   TLS)          per-IP limits)  └─► /sse (Server-Sent Events)
 //! ```
 //!
 //! The data path, from the ground up:
@@ -27,15 +28,17 @@
 //! - [`outbox`]: a connection's bounded queue and its slow-consumer policy.
 //! - [`hub`]: one topic per symbol (subscribers + latest tick), the fan-out
 //!   through a [`hub::Publisher`], and the registry of open sessions.
-//! - [`source`]: where ticks come from (the local generator; a broker-fed
-//!   source is its sibling), publishing into the hub.
+//! - [`source`]: where ticks come from (the local generator, or a NATS
+//!   subscriber in gateway mode, with the feed that publishes to it),
+//!   publishing into the hub; throttled views are the hub's too
+//!   (`hub::throttle`).
 //! - [`session`]: one WebSocket connection: reader (frames, limits), requests
 //!   (control messages), writer (batched writes, clocks, close); and its
 //!   sibling, a Server-Sent Events stream (`GET /sse`, the same outbox
 //!   drained by an HTTP response body).
 //! - [`server`]: listener, admission, HTTP routing and upgrade, the reporter,
 //!   graceful shutdown; [`api`]: the plain HTTP endpoints; [`state`]: what
-//!   every connection shares; [`stream`]: plain TCP (TLS next) as one kind
+//!   every connection shares; [`stream`]: plain TCP or TLS as one kind
 //!   of byte stream.
 //!
 //! Beside it: [`auth`] (tokens and entitlements), [`metrics`] (counters and latency histograms recorded per
