@@ -155,29 +155,8 @@ fn generate_and_encode(bencher: Bencher, symbols: u32) {
 /// history costs the fan-out.
 #[divan::bench(args = [1, 100, 1000], consts = [0, 1024])]
 fn publish_to_subscribers<const HISTORY: usize>(bencher: Bencher, subscribers: usize) {
-    let metrics = Arc::new(Metrics::default());
-    let u = Arc::new(Universe::synthetic(1, 1.0));
-    let hub = Arc::new(Hub::new(u, metrics.clone(), "bench".into(), HISTORY));
-    let sessions = Sessions::default();
-    let outboxes: Vec<Arc<Outbox>> = (0..subscribers)
-        .map(|_| {
-            let o = outbox(&metrics);
-            sessions.register(o.clone());
-            o
-        })
-        .collect();
-    for o in &outboxes {
-        hub.subscribe(o, &[(0, Start::Snapshot)], 0, |_| Bytes::new());
-    }
-    let mut tick = Tick {
-        sym: 0,
-        seq: 0,
-        ts_us: 1_763_800_000_000_000,
-        px: 10_000,
-        qty: 5,
-        bid: 9_999,
-        ask: 10_001,
-    };
+    let (_metrics, hub, _sessions, outboxes) = one_topic(HISTORY, subscribers, 0);
+    let mut tick = FIRST_TICK;
     let mut batch = VecDeque::new();
     let mut publisher = Publisher::new(hub.clone());
     let mut cx = Context::from_waker(Waker::noop());
@@ -208,29 +187,8 @@ fn publish_to_throttled_views(bencher: Bencher, views: usize) {
         .build()
         .unwrap();
     let _in_runtime = runtime.enter();
-    let metrics = Arc::new(Metrics::default());
-    let u = Arc::new(Universe::synthetic(1, 1.0));
-    let hub = Arc::new(Hub::new(u, metrics.clone(), "bench".into(), 0));
-    let sessions = Sessions::default();
-    let outboxes: Vec<Arc<Outbox>> = (0..views)
-        .map(|_| {
-            let o = outbox(&metrics);
-            sessions.register(o.clone());
-            o
-        })
-        .collect();
-    for o in &outboxes {
-        hub.subscribe(o, &[(0, Start::Snapshot)], 250, |_| Bytes::new());
-    }
-    let mut tick = Tick {
-        sym: 0,
-        seq: 0,
-        ts_us: 1_763_800_000_000_000,
-        px: 10_000,
-        qty: 5,
-        bid: 9_999,
-        ask: 10_001,
-    };
+    let (_metrics, hub, _sessions, _outboxes) = one_topic(0, views, 250);
+    let mut tick = FIRST_TICK;
     let mut publisher = Publisher::new(hub.clone());
     bencher.counter(ItemsCount::new(views)).bench_local(|| {
         tick.seq += 1;
@@ -239,6 +197,41 @@ fn publish_to_throttled_views(bencher: Bencher, views: usize) {
             publisher.finish_batch();
         }
     });
+}
+
+/// The first tick of the one-topic benches (seq counts up from it).
+const FIRST_TICK: Tick = Tick {
+    sym: 0,
+    seq: 0,
+    ts_us: 1_763_800_000_000_000,
+    px: 10_000,
+    qty: 5,
+    bid: 9_999,
+    ask: 10_001,
+};
+
+/// A one-symbol hub with `history` ticks of history and `n` registered
+/// outboxes subscribed to it (throttled to `throttle_ms`, 0 = every tick).
+fn one_topic(
+    history: usize,
+    n: usize,
+    throttle_ms: u32,
+) -> (Arc<Metrics>, Arc<Hub>, Sessions, Vec<Arc<Outbox>>) {
+    let metrics = Arc::new(Metrics::default());
+    let u = Arc::new(Universe::synthetic(1, 1.0));
+    let hub = Arc::new(Hub::new(u, metrics.clone(), "bench".into(), history));
+    let sessions = Sessions::default();
+    let outboxes: Vec<Arc<Outbox>> = (0..n)
+        .map(|_| {
+            let o = outbox(&metrics);
+            sessions.register(o.clone());
+            o
+        })
+        .collect();
+    for o in &outboxes {
+        hub.subscribe(o, &[(0, Start::Snapshot)], throttle_ms, |_| Bytes::new());
+    }
+    (metrics, hub, sessions, outboxes)
 }
 
 fn outbox(metrics: &Arc<Metrics>) -> Arc<Outbox> {
