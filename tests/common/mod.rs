@@ -157,9 +157,15 @@ impl Client {
             .header("Sec-WebSocket-Version", "13")
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let (mut ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
+        let (ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
             .await
             .expect("websocket handshake");
+        Client::greeted(ws).await
+    }
+
+    /// A client on an upgraded socket, once the server's welcome (which must
+    /// come first) has been read.
+    async fn greeted(mut ws: WebSocket<TokioIo<Upgraded>>) -> Client {
         ws.set_auto_close(false);
         ws.set_auto_pong(true);
         let mut client = Client {
@@ -432,22 +438,13 @@ impl Client {
             req = req.header(*k, *v);
         }
         let req = req.body(Empty::<Bytes>::new()).unwrap();
-        let (mut ws, _) = within(fastwebsockets::handshake::client(
+        let (ws, _) = within(fastwebsockets::handshake::client(
             &SpawnExecutor,
             req,
             stream,
         ))
         .await
         .expect("websocket handshake");
-        ws.set_auto_close(false);
-        ws.set_auto_pong(true);
-        let mut client = Client {
-            ws,
-            welcome: Value::Null,
-        };
-        let welcome = client.json().await;
-        assert_eq!(welcome["type"], "welcome", "the first message: {welcome}");
-        client.welcome = welcome;
-        client
+        Client::greeted(ws).await
     }
 }
