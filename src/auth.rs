@@ -175,6 +175,12 @@ impl Auth {
                 _ => TokenError::Invalid,
             })?
             .claims;
+        // RFC 7519: valid only *before* `exp`. jsonwebtoken still accepts
+        // a token during its `exp` second, while a session's watch ends it
+        // at the start of that second; one rule for both.
+        if claims.exp <= jsonwebtoken::get_current_timestamp() {
+            return Err(TokenError::Expired);
+        }
         Ok(Grant {
             sub: claims.sub,
             exp: claims.exp,
@@ -257,6 +263,12 @@ mod tests {
             SECRET,
         );
         assert_eq!(auth.verify(&expired), Err(TokenError::Expired));
+        // Valid only before `exp` (RFC 7519), not during its second.
+        let at_exp = token(
+            serde_json::json!({"sub":"a","exp":now(),"symbols":["*"]}),
+            SECRET,
+        );
+        assert_eq!(auth.verify(&at_exp), Err(TokenError::Expired));
         let forged = token(
             serde_json::json!({"sub":"a","exp":now()+60,"symbols":["*"]}),
             b"another secret, another secret!!",

@@ -383,3 +383,61 @@ async fn a_stream_that_is_not_read_is_ended_by_its_bounded_queue() {
     );
     server.stop().await;
 }
+
+/// A JWT for `--auth-secret SECRET`, minted as a deployment would.
+fn token(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+const SECRET: &str = "sse-test-secret-sse-test-secret!";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_honours_its_tokens_max_symbols_and_ends_with_token_expired_at_exp() {
+    let server = start(&["--synthetic", "4", "--rate", "50", "--auth-secret", SECRET]).await;
+    let now = jsonwebtoken::get_current_timestamp();
+
+    // The token's `max_symbols` lowers the server's limit for its streams.
+    let small =
+        token(serde_json::json!({"sub":"ann","exp":now+60,"symbols":["*"],"max_symbols":2}));
+    let (status, body) =
+        http_get(server.addr, &format!("/sse?symbols=S0,S1,S2&token={small}")).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("at most 2"), "{body}");
+
+    // A token that expires within about a second: ticks, then the error
+    // event (no id: the last id still says where the client is), then the
+    // end of the stream with the reason.
+    let short = token(serde_json::json!({"sub":"ann","exp":now+1,"symbols":["*"]}));
+    let mut s = open(&server, &format!("/sse?symbols=S0&token={short}"), None).await;
+    let mut last_id = String::new();
+    let error = loop {
+        let e = s.event().await;
+        if e.event == "error" {
+            break e;
+        }
+        tick_of(&e);
+        last_id = e.id.clone();
+    };
+    assert_eq!(error.event, tickwire_protocol::sse::EVENT_ERROR);
+    assert_eq!(error.id, last_id, "the error event carries no id");
+    let v: Value = serde_json::from_str(&error.data).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("token_expired"))
+    );
+    assert_eq!(s.rest().await, ": closing: token_expired\n\n");
+    let totals = server.hub.metrics().snapshot_totals();
+    assert_eq!(
+        totals.disconnects_for(tickwire::close::DisconnectReason::TokenExpired),
+        1
+    );
+    // The browser's EventSource reconnects with the same URL: a 401 ends it.
+    let (status, _) = http_get(server.addr, &format!("/sse?symbols=S0&token={short}")).await;
+    assert_eq!(status, 401);
+    server.stop().await;
+}

@@ -19,6 +19,10 @@ pub const RETRY_MS: u32 = 1000;
 pub const EVENT_TICK: &str = "tick";
 pub const EVENT_SNAPSHOT: &str = "snapshot";
 pub const EVENT_RESET: &str = "reset";
+/// An error that ends the stream (`token_expired`); its `data:` is the
+/// WebSocket `error` reply's JSON. It has no `id:`, so a client's last id
+/// still says where it is.
+pub const EVENT_ERROR: &str = "error";
 
 /// An event's id: where the stream is, in one server run's publish order.
 #[derive(Debug, Clone, PartialEq, Eq)]

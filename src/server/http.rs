@@ -220,6 +220,7 @@ fn route_sse(
     };
     // With auth, the stream carries only what the token entitles to: `*`
     // is the entitled symbols, a named one outside the grant is a 403.
+    let grant = admitted.client.grant.clone();
     let symbols = if http.state.auth.is_some() {
         let grant = &admitted.client.grant;
         let universe = http.state.hub.universe();
@@ -249,6 +250,7 @@ fn route_sse(
         throttle_ms,
         policy,
         last_event_id,
+        grant,
     };
     match sse::open(&http.state, params, Box::new(admitted)) {
         Ok(body) => {

@@ -29,8 +29,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::Frame;
-use tickwire_protocol::sse::{EventId, Reset, EVENT_RESET, RETRY_MS};
+use tickwire_protocol::sse::{EventId, Reset, EVENT_ERROR, EVENT_RESET, RETRY_MS};
+use tickwire_protocol::{ErrorCode, Reply, RequestError};
 
+use crate::auth::Grant;
 use crate::clock;
 use crate::close::DisconnectReason;
 use crate::feed::SymbolId;
@@ -47,6 +49,9 @@ pub struct SseParams {
     pub policy: Policy,
     /// The `Last-Event-ID` header (or `?last_event_id=`).
     pub last_event_id: Option<String>,
+    /// What the token entitles to (everything when auth is off): its
+    /// `max_symbols` lowers the limit, its `exp` ends the stream.
+    pub grant: Arc<Grant>,
 }
 
 /// Why a stream was not opened: the HTTP answer's status and message.
@@ -60,6 +65,10 @@ pub struct SseBody {
     symbols: Vec<SymbolId>,
     batch: VecDeque<Outgoing>,
     heartbeat: Pin<Box<tokio::time::Sleep>>,
+    /// Fires at the token's `exp` (none without auth): an SSE client
+    /// cannot send a fresh token, so the stream ends with `token_expired`
+    /// and the client reconnects with a new one.
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
     /// Held until the stream ends (its place under the connection limit).
     _admitted: Box<dyn Send + Sync>,
@@ -91,6 +100,7 @@ pub fn open(
         ));
     }
     let max = state.session.limits.max_symbols;
+    let max = params.grant.max_symbols.map_or(max, |m| m.min(max));
     let mut symbols = resolved.known;
     symbols.sort_unstable();
     symbols.dedup();
@@ -169,9 +179,22 @@ pub fn open(
         symbols,
         batch: VecDeque::new(),
         heartbeat: Box::pin(tokio::time::sleep(state.session.clocks.heartbeat)),
+        expiry: until_exp(params.grant.exp).map(|d| Box::pin(tokio::time::sleep(d))),
         done: false,
         _admitted: admitted,
     })
+}
+
+/// How long until `exp` (Unix seconds); `None` for a grant that never
+/// expires (auth off).
+fn until_exp(exp: u64) -> Option<std::time::Duration> {
+    if exp == u64::MAX {
+        return None;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Some(std::time::Duration::from_secs(exp).saturating_sub(now))
 }
 
 fn serde_json_data(reset: &Reset) -> String {
@@ -184,6 +207,23 @@ impl SseBody {
         let mut shard = self.outbox.metrics().shard();
         shard.bytes_sent += item.bytes.len() as u64;
         item.kind.account_sent(&mut shard, clock::wall_ns());
+    }
+
+    /// The token expired: the `error` event (as the WebSocket session's
+    /// `token_expired` reply), then the end of the stream.
+    fn expired(&mut self) {
+        let e = RequestError::new(
+            None,
+            ErrorCode::TokenExpired,
+            "your token expired; reconnect with a fresh one",
+        );
+        self.state.hub.metrics().count_error(e.code);
+        let data = String::from_utf8(Reply::from(e).to_json()).expect("JSON is UTF-8");
+        self.outbox.push_reply(
+            Bytes::from(format!("event: {EVENT_ERROR}\ndata: {data}\n\n")),
+            FrameKind::Text,
+        );
+        self.outbox.close(DisconnectReason::TokenExpired);
     }
 
     fn reset_heartbeat(&mut self) {
@@ -215,7 +255,10 @@ impl hyper::body::Body for SseBody {
                 Poll::Ready(Next::Close(c)) => {
                     // The end of the stream; a comment says why (an
                     // EventSource reconnects by itself, and resumes).
+                    // The frames owed before the close (the error event
+                    // that explains it) go first.
                     this.done = true;
+                    this.batch.extend(c.flush);
                     if c.reason != DisconnectReason::Client {
                         this.batch.push_back(Outgoing {
                             bytes: Bytes::from(format!(": closing: {}\n\n", c.reason.label())),
@@ -225,6 +268,13 @@ impl hyper::body::Body for SseBody {
                     continue;
                 }
                 Poll::Pending => {}
+            }
+            if let Some(expiry) = this.expiry.as_mut() {
+                if expiry.as_mut().poll(cx).is_ready() {
+                    this.expiry = None;
+                    this.expired();
+                    continue;
+                }
             }
             if this.heartbeat.as_mut().poll(cx).is_ready() {
                 this.batch.push_back(Outgoing {
