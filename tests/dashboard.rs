@@ -58,6 +58,14 @@ async fn dashboard_falls_back_to_sse_and_resumes_after_a_cut_in_chromium() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_goes_calm_by_itself_with_200_of_2000_symbols_at_50_per_s_in_chromium() {
+    in_browser("dashboard-busy-failure.png", |c| async move {
+        run_busy(&c).await
+    })
+    .await;
+}
+
 /// Runs `steps` in a fresh browser session, saving `failure_shot` if they
 /// fail.
 async fn in_browser<F, Fut>(failure_shot: &str, steps: F)
@@ -683,4 +691,109 @@ async fn no_js_errors(c: &Client) -> Res {
         Some(a) if a.is_empty() => Ok(()),
         _ => Err(format!("JavaScript errors on the page: {errors}")),
     }
+}
+
+/// 200 symbols of `--synthetic 2000 --rate 50` watched: 10,000 messages/s
+/// would reach the page. Untouched, the page goes calm by itself within a
+/// few seconds (the watchlist at 4/s per symbol, the chart every tick) and
+/// says so; then frames and ticks keep coming. A user who unticks calm gets
+/// every tick, and the page stays live and keeps that choice. The long
+/// tasks of both views are printed, not bounded: issue 11 asks for none
+/// over 100 ms, which this page does not meet yet on a 2-core machine that
+/// also runs the server (146 ms and more: painting, layerizing and laying
+/// out a 200-row table; see the issue's note).
+async fn run_busy(c: &Client) -> Res {
+    // A short history: 2,000 symbols' rings would otherwise fill with
+    // ticks no one here resumes.
+    let server = common::start(&["--synthetic", "2000", "--rate", "50", "--history", "64"]).await;
+    let syms: Vec<String> = (0..200).map(|i| format!("S{i}")).collect();
+    let syms: Vec<&str> = syms.iter().map(String::as_str).collect();
+    c.goto(&format!(
+        "http://{}/?symbols={}",
+        server.addr,
+        syms.join(",")
+    ))
+    .await
+    .map_err(|e| format!("goto: {e}"))?;
+    wait_live(c).await?;
+    wait_subscribed(c, &syms).await?;
+    wait_for(
+        c,
+        "the page to go calm by itself",
+        "return window.__tickwire.calm()
+           && document.getElementById('toast').textContent.includes('calm view on') || null;",
+    )
+    .await?;
+    let calm = stream_for_5s(c, &syms, "calm (automatic)").await?;
+    if calm.fps < 5.0 || calm.msgs_per_s < 400.0 {
+        return Err(format!("the calm page is not responsive: {calm:?}"));
+    }
+    // The user's choice: every tick. The page stays with it and stays live.
+    click(c, "#calm").await?;
+    let every = stream_for_5s(c, &syms, "every tick (chosen)").await?;
+    if every.fps < 1.0 || every.msgs_per_s < 4000.0 {
+        return Err(format!("the page fell behind with every tick: {every:?}"));
+    }
+    let still_every_tick = c
+        .execute("return !window.__tickwire.calm();", vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    if still_every_tick != json!(true) {
+        return Err("the page went calm again against the user's choice".into());
+    }
+    no_js_errors(c).await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[derive(Debug)]
+struct Streamed {
+    msgs_per_s: f64,
+    fps: f64,
+    longest_task_ms: f64,
+}
+
+/// Waits for the view to settle (live, every symbol acknowledged, ticks
+/// flowing), then measures 5 s of the page's own clock.
+async fn stream_for_5s(c: &Client, syms: &[&str], view: &str) -> Res<Streamed> {
+    wait_live(c).await?;
+    wait_subscribed(c, syms).await?;
+    wait_ticks(c, &syms[..20], 2, &format!("ticks, {view}")).await?;
+    let before = received(c).await?;
+    let t0 = c
+        .execute(
+            "window.__tickwire.resetPerf(); return window.__tickwire.perf().now;",
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .as_f64()
+        .unwrap_or(0.0);
+    let perf = wait_for(
+        c,
+        &format!("five seconds of streaming, {view}"),
+        &format!("const p = window.__tickwire.perf(); return p.now - {t0} >= 5000 ? p : null;"),
+    )
+    .await?;
+    let after = received(c).await?;
+    let msgs: f64 = syms
+        .iter()
+        .map(|s| after[*s].as_f64().unwrap_or(0.0) - before[*s].as_f64().unwrap_or(0.0))
+        .sum();
+    let secs = (perf["now"].as_f64().unwrap_or(0.0) - t0) / 1000.0;
+    let streamed = Streamed {
+        msgs_per_s: msgs / secs,
+        fps: perf["frames"].as_f64().unwrap_or(0.0) / secs,
+        longest_task_ms: perf["maxLongTaskMs"].as_f64().unwrap_or(f64::MAX),
+    };
+    eprintln!(
+        "dashboard: 200 of 2,000 symbols at 50/s, {view}: {:.0} msgs/s received, {:.0} frames/s, \
+         render {:.2} ms avg, {} long tasks, longest {:.0} ms",
+        streamed.msgs_per_s,
+        streamed.fps,
+        perf["avgRenderMs"].as_f64().unwrap_or(0.0),
+        perf["longTasks"].as_u64().unwrap_or(0),
+        streamed.longest_task_ms,
+    );
+    Ok(streamed)
 }

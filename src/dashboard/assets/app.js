@@ -49,12 +49,36 @@
     seen: Object.create(null), sseOpens: 0,
   };
   const SEEN_MAX = 2000;
+  // Long tasks (the Long Tasks API: the main thread busy for over 50 ms at a
+  // stretch, so clicks and frames wait): counted, and the longest kept, for
+  // the browser test's responsiveness check and for anyone debugging a slow page.
+  debug.longTasks = 0; debug.maxLongTaskMs = 0;
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        debug.longTasks++;
+        debug.maxLongTaskMs = Math.max(debug.maxLongTaskMs, e.duration);
+      }
+    }).observe({ type: "longtask" });
+  } catch (e) { /* a browser without the Long Tasks API */ }
   // Calm view: the watchlist throttled to one update per symbol per CALM_MS
   // (the server keeps the newest), the selected symbol's chart every tick.
   const CALM_MS = 250;
   const CALM_KEY = "tickwire.calm";
   let calm = false;
-  try { calm = localStorage.getItem(CALM_KEY) === "1"; } catch (e) { /* private mode */ }
+  // The user's own choice with the toggle ("1" calm, "0" every tick), or
+  // null: then the page goes calm by itself when the stream gets too fast
+  // to paint (AUTO_CALM_RATE).
+  let calmChoice = null;
+  try { calmChoice = localStorage.getItem(CALM_KEY); calm = calmChoice === "1"; } catch (e) { /* private mode */ }
+  // Past this many messages per second for AUTO_CALM_SECONDS running the
+  // watchlist goes calm (unless the user chose): more than anyone reads,
+  // and more than a page paints smoothly (200 symbols at 50/s, 10,000
+  // messages/s, left headless Chromium at 6 frames/s with 146 ms tasks).
+  // The demo's 40 symbols send ~700/s.
+  const AUTO_CALM_RATE = 2000;
+  const AUTO_CALM_SECONDS = 2;
+  let busySeconds = 0;
   const acked = new Set(); // symbols the server confirmed on this connection
 
   function newQuote(sym) {
@@ -289,9 +313,14 @@
       if (focusSent && acked.has(focusSent)) send({ op: "subscribe", symbols: [focusSent], throttle_ms: CALM_MS, id: nextId++ });
       focusSent = selected;
     }
-    function setCalm(on) {
+    // `byUser`: the toggle was clicked; the choice is kept (and the page no
+    // longer decides by itself).
+    function setCalm(on, byUser) {
       calm = on;
-      try { localStorage.setItem(CALM_KEY, on ? "1" : "0"); } catch (e) { /* private mode */ }
+      if (byUser) {
+        calmChoice = on ? "1" : "0";
+        try { localStorage.setItem(CALM_KEY, calmChoice); } catch (e) { /* private mode */ }
+      }
       paintViewRate();
       // The throttle is the connection's (or the stream's): start afresh.
       if (transport === "sse") openSse(); else connect();
@@ -904,6 +933,14 @@
 
   function everySecond() {
     clientRate = clientMsgs; clientMsgs = 0;
+    if (!calm && calmChoice === null) {
+      busySeconds = clientRate > AUTO_CALM_RATE ? busySeconds + 1 : 0;
+      if (busySeconds >= AUTO_CALM_SECONDS) {
+        busySeconds = 0;
+        conn.setCalm(true, false);
+        toast("calm view on: " + fmtCount(clientRate) + " msgs/s is more than a page can show; untick calm for every tick");
+      }
+    }
     for (const q of quotes.values()) {
       if (q.rate !== q.count) { q.rate = q.count; dirty.add(q.sym); }
       q.count = 0;
@@ -1056,7 +1093,7 @@
   el.addAll.addEventListener("click", () => addSymbols(universe.map((i) => i.sym)));
   el.clearAll.addEventListener("click", () => removeSymbols(selection.slice()));
   el.retry.addEventListener("click", () => conn.retryNow());
-  el.calm.addEventListener("change", () => conn.setCalm(el.calm.checked));
+  el.calm.addEventListener("change", () => conn.setCalm(el.calm.checked, true));
 
   // ----------------------------------------------------------------- boot
   function loadUniverse(attempt) {
@@ -1080,8 +1117,9 @@
     connects: () => debug.connects,
     resyncs: () => debug.resyncs,
     serverErrors: () => Object.assign({}, debug.serverErrors),
-    perf: () => ({ now: performance.now(), frames: debug.frames, avgRenderMs: debug.renderMs, maxRenderMs: debug.maxRenderMs }),
-    resetPerf: () => { debug.maxRenderMs = 0; debug.frames = 0; },
+    perf: () => ({ now: performance.now(), frames: debug.frames, avgRenderMs: debug.renderMs, maxRenderMs: debug.maxRenderMs,
+                   longTasks: debug.longTasks, maxLongTaskMs: debug.maxLongTaskMs }),
+    resetPerf: () => { debug.maxRenderMs = 0; debug.frames = 0; debug.longTasks = 0; debug.maxLongTaskMs = 0; },
   };
 
   loadUniverse(0).then((data) => {
