@@ -59,7 +59,7 @@ async fn dashboard_falls_back_to_sse_and_resumes_after_a_cut_in_chromium() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_goes_calm_by_itself_with_200_of_2000_symbols_at_50_per_s_in_chromium() {
+async fn dashboard_stays_responsive_with_200_of_2000_symbols_at_50_per_s_in_chromium() {
     in_browser("dashboard-busy-failure.png", |c| async move {
         run_busy(&c).await
     })
@@ -204,15 +204,38 @@ async fn run(c: &Client) -> Res {
     }
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     wait_subscribed(c, &all).await?;
+    // Rows far out of view are painted only when they come near it: every
+    // row near the view shows a price, and the last row shows one as soon
+    // as it is scrolled to.
     wait_for(
         c,
-        "every row of the full universe shows a price",
-        r#"
-        const rows = document.querySelectorAll('#rows tr');
-        for (const tr of rows) if (tr.querySelector('.px').textContent === '–') return null;
-        return rows.length;"#,
+        "every row near the view shows a price",
+        &format!(
+            "let n = 0;
+             for (const tr of document.querySelectorAll('#rows tr')) {{
+               if (!({NEAR_VIEW})(tr)) continue;
+               n++;
+               if (tr.querySelector('.px').textContent === '–') return null;
+             }}
+             return n;"
+        ),
     )
     .await?;
+    c.execute(
+        "document.querySelector('#rows tr:last-child').scrollIntoView(); return null;",
+        vec![],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    wait_for(
+        c,
+        "the last row, scrolled to, shows a price",
+        "return document.querySelector('#rows tr:last-child .px').textContent !== '–' || null;",
+    )
+    .await?;
+    c.execute("window.scrollTo(0, 0); return null;", vec![])
+        .await
+        .map_err(|e| e.to_string())?;
     check_smooth(c).await?;
     // The latency and server panels are filled in (from ticks, /api/stats).
     let panels = wait_for(
@@ -569,16 +592,24 @@ async fn wait_ticks(c: &Client, syms: &[&str], n: u64, what: &str) -> Res {
 }
 
 /// Every row shows a price, and every row's seq cell changes.
+/// A JS predicate: the row is well within the band the page paints (one
+/// screen above and below the viewport, `rootMargin` in app.js).
+const NEAR_VIEW: &str = "(tr) => { const r = tr.getBoundingClientRect(), h = window.innerHeight; \
+                         return r.bottom > -h / 2 && r.top < 1.5 * h; }";
+
 async fn wait_all_rows_update(c: &Client, what: &str) -> Res {
     let seqs = wait_for(
         c,
-        &format!("{what}: every row has a price"),
-        "const m = {};
-         for (const tr of document.querySelectorAll('#rows tr')) {
+        &format!("{what}: every row near the view has a price"),
+        &format!(
+            "const m = {{}};
+         for (const tr of document.querySelectorAll('#rows tr')) {{
+           if (!({NEAR_VIEW})(tr)) continue;
            if (tr.querySelector('.px').textContent === '–') return null;
            m[tr.dataset.sym] = tr.querySelector('.seq').textContent;
-         }
-         return Object.keys(m).length ? m : null;",
+         }}
+         return Object.keys(m).length ? m : null;"
+        ),
     )
     .await?;
     wait_for(
@@ -587,7 +618,7 @@ async fn wait_all_rows_update(c: &Client, what: &str) -> Res {
         &format!(
             "const before = {seqs};
              for (const tr of document.querySelectorAll('#rows tr'))
-               if (tr.querySelector('.seq').textContent === before[tr.dataset.sym]) return null;
+               if (({NEAR_VIEW})(tr) && tr.querySelector('.seq').textContent === before[tr.dataset.sym]) return null;
              return true;"
         ),
     )
@@ -693,15 +724,18 @@ async fn no_js_errors(c: &Client) -> Res {
     }
 }
 
+/// The longest stretch the page's main thread may stay busy (a long task,
+/// in the Long Tasks API's terms) while it streams.
+const LONG_TASK_MAX_MS: f64 = 100.0;
+
 /// 200 symbols of `--synthetic 2000 --rate 50` watched: 10,000 messages/s
 /// would reach the page. Untouched, the page goes calm by itself within a
 /// few seconds (the watchlist at 4/s per symbol, the chart every tick) and
-/// says so; then frames and ticks keep coming. A user who unticks calm gets
-/// every tick, and the page stays live and keeps that choice. The long
-/// tasks of both views are printed, not bounded: issue 11 asks for none
-/// over 100 ms, which this page does not meet yet on a 2-core machine that
-/// also runs the server (146 ms and more: painting, layerizing and laying
-/// out a 200-row table; see the issue's note).
+/// says so; then, over 5 s, no task keeps its main thread busy for more
+/// than [`LONG_TASK_MAX_MS`], and frames and ticks keep coming. A user who
+/// unticks calm gets every tick, and the page stays live and keeps that
+/// choice (its long tasks are printed: ~70 ms here, not bounded, as that
+/// view's load is the user's choice).
 async fn run_busy(c: &Client) -> Res {
     // A short history: 2,000 symbols' rings would otherwise fill with
     // ticks no one here resumes.
@@ -725,7 +759,7 @@ async fn run_busy(c: &Client) -> Res {
     )
     .await?;
     let calm = stream_for_5s(c, &syms, "calm (automatic)").await?;
-    if calm.fps < 5.0 || calm.msgs_per_s < 400.0 {
+    if calm.longest_task_ms > LONG_TASK_MAX_MS || calm.fps < 10.0 || calm.msgs_per_s < 400.0 {
         return Err(format!("the calm page is not responsive: {calm:?}"));
     }
     // The user's choice: every tick. The page stays with it and stays live.

@@ -788,9 +788,27 @@
     };
   }
 
+  // Rows far out of view are not painted: a 200-row watchlist would spend
+  // the main thread painting and laying out rows nobody sees. A row within
+  // a screen's height of the viewport is painted; one that comes closer is
+  // repainted at once with its latest state.
+  const nearView = new Set();
+  const rowObserver = typeof IntersectionObserver === "function"
+    ? new IntersectionObserver((entries) => {
+        for (const e of entries) {
+          const sym = e.target.dataset.sym;
+          if (e.isIntersecting) { nearView.add(sym); dirty.add(sym); } else nearView.delete(sym);
+        }
+      }, { rootMargin: "100% 0px" })
+    : null;
+
   function syncRows() {
     const want = new Set(selection);
-    for (const tr of Array.from(el.rows.children)) if (!want.has(tr.dataset.sym)) tr.remove();
+    for (const tr of Array.from(el.rows.children)) {
+      if (want.has(tr.dataset.sym)) continue;
+      tr.remove();
+      if (rowObserver) { rowObserver.unobserve(tr); nearView.delete(tr.dataset.sym); }
+    }
     let prev = null;
     for (const sym of selection) {
       let q = quotes.get(sym);
@@ -800,6 +818,7 @@
         q.row = built.tr;
         q.cells = built.cells;
         q.lastText = {};
+        if (rowObserver) rowObserver.observe(q.row);
       }
       const next = prev ? prev.nextSibling : el.rows.firstChild;
       if (next !== q.row) el.rows.insertBefore(q.row, next);
@@ -892,6 +911,12 @@
     const pending = [];
     for (const sym of dirty) {
       const q = quotes.get(sym);
+      if (rowObserver && !nearView.has(sym)) {
+        // Painted when it comes near; only its stale mark (the row's state,
+        // not its text) is kept right meanwhile.
+        if (q && q.row && q.row.classList.contains("stale") !== q.stale) q.row.classList.toggle("stale", q.stale);
+        continue;
+      }
       if (q && !paintRow(q, ts)) pending.push(sym);
     }
     dirty.clear();
