@@ -734,8 +734,8 @@ const LONG_TASK_MAX_MS: f64 = 100.0;
 /// says so; then, over 5 s, no task keeps its main thread busy for more
 /// than [`LONG_TASK_MAX_MS`], and frames and ticks keep coming. A user who
 /// unticks calm gets every tick, and the page stays live and keeps that
-/// choice (its long tasks are printed: ~70 ms here, not bounded, as that
-/// view's load is the user's choice).
+/// choice (its long tasks are printed: 68-104 ms here, not bounded, as
+/// that view's load is the user's choice).
 async fn run_busy(c: &Client) -> Res {
     // A short history: 2,000 symbols' rings would otherwise fill with
     // ticks no one here resumes.
