@@ -13,6 +13,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::header::AUTHORIZATION;
 use hyper::Request;
@@ -113,6 +114,23 @@ impl Grant {
     /// Whether the token entitles its holder to `sym`.
     pub fn allows(&self, sym: &str) -> bool {
         self.patterns.iter().any(|p| p.matches(sym))
+    }
+
+    /// The symbols limit for this holder: the server's, or the token's if lower.
+    pub fn max_symbols_within(&self, server_max: usize) -> usize {
+        self.max_symbols.map_or(server_max, |m| m.min(server_max))
+    }
+
+    /// How long until `exp` (zero once it has passed); `None` for a grant
+    /// that never expires (auth off).
+    pub fn expires_in(&self) -> Option<Duration> {
+        if self.exp == u64::MAX {
+            return None;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Some(Duration::from_secs(self.exp).saturating_sub(now))
     }
 
     /// A grant of everything that never expires: the holder when auth is off.

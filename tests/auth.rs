@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use tickwire::server::admission::RejectReason;
 use tickwire_protocol::Close;
@@ -18,12 +17,7 @@ fn now() -> u64 {
 }
 
 fn mint(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-    )
-    .unwrap()
+    jwt(SECRET, &claims)
 }
 
 fn token(sub: &str, symbols: &[&str], ttl_s: u64) -> String {
@@ -39,12 +33,10 @@ async fn without_a_good_token_data_endpoints_answer_401_before_any_upgrade() {
     let server = server().await;
     let addr = server.addr;
     let expired = mint(json!({"sub":"a","exp": now() - 5,"symbols":["*"]}));
-    let forged = encode(
-        &Header::default(),
+    let forged = jwt(
+        "not the server's secret, not at all",
         &json!({"sub":"a","exp": now() + 60,"symbols":["*"]}),
-        &EncodingKey::from_secret(b"not the server's secret, not at all").unwrap(),
-    )
-    .unwrap();
+    );
     let mut refusals = 0;
     for (path, upgrade) in [
         ("/ws", true),

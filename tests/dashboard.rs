@@ -190,12 +190,9 @@ async fn run(c: &Client) -> Res {
 
     // ---- the whole demo universe at once stays smooth
     click(c, "#add-all").await?;
-    let all: Vec<String> = serde_json::from_value(
-        c.execute("return window.__tickwire.universe();", vec![])
-            .await
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let all: Vec<String> =
+        serde_json::from_value(exec(c, "return window.__tickwire.universe();").await?)
+            .map_err(|e| e.to_string())?;
     if all.len() < 40 {
         return Err(format!(
             "expected the 40-symbol demo universe, got {}",
@@ -221,21 +218,18 @@ async fn run(c: &Client) -> Res {
         ),
     )
     .await?;
-    c.execute(
+    exec(
+        c,
         "document.querySelector('#rows tr:last-child').scrollIntoView(); return null;",
-        vec![],
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     wait_for(
         c,
         "the last row, scrolled to, shows a price",
         "return document.querySelector('#rows tr:last-child .px').textContent !== '–' || null;",
     )
     .await?;
-    c.execute("window.scrollTo(0, 0); return null;", vec![])
-        .await
-        .map_err(|e| e.to_string())?;
+    exec(c, "window.scrollTo(0, 0); return null;").await?;
     check_smooth(c).await?;
     // The latency and server panels are filled in (from ticks, /api/stats).
     let panels = wait_for(
@@ -266,9 +260,7 @@ async fn run(c: &Client) -> Res {
         "return window.__tickwire.history('NVDA') >= 40 || null;",
     )
     .await?;
-    c.execute("window.scrollTo(0, 0);", vec![])
-        .await
-        .map_err(|e| e.to_string())?;
+    exec(c, "window.scrollTo(0, 0);").await?;
     dashboard_support::save_screenshot(c, "dashboard-screenshot.png").await;
 
     // ---- stop the server: the page says "reconnecting in N s" ...
@@ -312,14 +304,13 @@ async fn run(c: &Client) -> Res {
     // ---- 25 removals at once (more than the server's burst of control
     // messages): the page paces its control messages, and converges.
     let rows: Vec<String> = serde_json::from_value(
-        c.execute(
+        exec(
+            c,
             "const rows = Array.from(document.querySelectorAll('#rows tr'));
              rows.slice(0, 25).forEach(tr => tr.querySelector('button.remove').click());
              return rows.map(tr => tr.dataset.sym);",
-            vec![],
         )
-        .await
-        .map_err(|e| e.to_string())?,
+        .await?,
     )
     .map_err(|e| e.to_string())?;
     let rest: Vec<&str> = rows[25..].iter().map(String::as_str).collect();
@@ -327,10 +318,7 @@ async fn run(c: &Client) -> Res {
     wait_subscribed(c, &rest).await?;
     click(c, "#add-all").await?;
     wait_subscribed(c, &all).await?;
-    let resyncs = c
-        .execute("return window.__tickwire.resyncs();", vec![])
-        .await
-        .map_err(|e| e.to_string())?;
+    let resyncs = exec(c, "return window.__tickwire.resyncs();").await?;
     eprintln!("dashboard: 25 removals at once: {resyncs} deferred batch(es)");
     no_js_errors(c).await?;
 
@@ -369,12 +357,7 @@ async fn run(c: &Client) -> Res {
     ])
     .await;
     let claims = json!({"sub": "dashboard", "exp": jsonwebtoken::get_current_timestamp() + 600, "symbols": ["*"]});
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let token = common::jwt(secret, &claims);
     c.goto(&format!(
         "https://localhost:{}/?symbols=AAPL,MSFT&token={token}",
         server.addr.port()
@@ -414,10 +397,7 @@ async fn run_sse(c: &Client) -> Res {
     }
     wait_ticks(c, &syms, 20, "ticks over SSE").await?;
     // The network drops: every connection through the proxy is cut.
-    let opens = c
-        .execute("return window.__tickwire.sseOpens();", vec![])
-        .await
-        .map_err(|e| e.to_string())?;
+    let opens = exec(c, "return window.__tickwire.sseOpens();").await?;
     let cut = proxy.cut_all();
     if cut == 0 {
         return Err("no connection to cut".into());
@@ -431,10 +411,7 @@ async fn run_sse(c: &Client) -> Res {
     wait_ticks(c, &syms, 40, "ticks after the reconnect").await?;
     // Every seq exactly once: one snapshot first, then each tick once, in
     // order, across the cut.
-    let seen = c
-        .execute("return window.__tickwire.seen();", vec![])
-        .await
-        .map_err(|e| e.to_string())?;
+    let seen = exec(c, "return window.__tickwire.seen();").await?;
     for sym in syms {
         let list = seen[sym]
             .as_array()
@@ -569,10 +546,13 @@ async fn wait_subscribed(c: &Client, syms: &[&str]) -> Res {
     .map(drop)
 }
 
+/// Runs `js` (a function body) in the page; its return value.
+async fn exec(c: &Client, js: &str) -> Res<Value> {
+    c.execute(js, vec![]).await.map_err(|e| e.to_string())
+}
+
 async fn received(c: &Client) -> Res<Value> {
-    c.execute("return window.__tickwire.received();", vec![])
-        .await
-        .map_err(|e| e.to_string())
+    exec(c, "return window.__tickwire.received();").await
 }
 
 /// Each of `syms` gets at least `n` more ticks.
@@ -660,13 +640,11 @@ async fn check_price_formats(c: &Client) -> Res {
 /// bounds are loose on purpose (a frozen page fails them, a busy 2-core CI
 /// machine does not: there it measures ~25-60 frames/s, 1-3 ms per frame).
 async fn check_smooth(c: &Client) -> Res {
-    let start = c
-        .execute(
-            "window.__tickwire.resetPerf(); return window.__tickwire.perf();",
-            vec![],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let start = exec(
+        c,
+        "window.__tickwire.resetPerf(); return window.__tickwire.perf();",
+    )
+    .await?;
     let t0 = start["now"].as_f64().unwrap_or(0.0);
     let perf = wait_for(
         c,
@@ -678,13 +656,7 @@ async fn check_smooth(c: &Client) -> Res {
     let fps = perf["frames"].as_f64().unwrap_or(0.0) / secs;
     let avg = perf["avgRenderMs"].as_f64().unwrap_or(f64::MAX);
     let max = perf["maxRenderMs"].as_f64().unwrap_or(f64::MAX);
-    let lat = c
-        .execute(
-            "return ['e2e-p50', 'e2e-p99', 'rtt', 'client-rate'].map(id => document.getElementById(id).textContent).join(' / ');",
-            vec![],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let lat = exec(c, "return ['e2e-p50', 'e2e-p99', 'rtt', 'client-rate'].map(id => document.getElementById(id).textContent).join(' / ');").await?;
     eprintln!(
         "dashboard: all symbols: {fps:.0} frames/s, render {avg:.2} ms avg, {max:.1} ms max; \
          e2e p50 / p99 / RTT / msgs/s: {}",
@@ -701,10 +673,7 @@ async fn check_smooth(c: &Client) -> Res {
 /// The server never answered the page with an error (rate_limited,
 /// unknown_symbol, ...).
 async fn no_server_errors(c: &Client) -> Res {
-    let errors = c
-        .execute("return window.__tickwire.serverErrors();", vec![])
-        .await
-        .map_err(|e| e.to_string())?;
+    let errors = exec(c, "return window.__tickwire.serverErrors();").await?;
     match errors.as_object() {
         Some(o) if o.is_empty() => Ok(()),
         _ => Err(format!(
@@ -714,10 +683,7 @@ async fn no_server_errors(c: &Client) -> Res {
 }
 
 async fn no_js_errors(c: &Client) -> Res {
-    let errors = c
-        .execute("return window.__tickwireErrors;", vec![])
-        .await
-        .map_err(|e| e.to_string())?;
+    let errors = exec(c, "return window.__tickwireErrors;").await?;
     match errors.as_array() {
         Some(a) if a.is_empty() => Ok(()),
         _ => Err(format!("JavaScript errors on the page: {errors}")),
@@ -768,10 +734,7 @@ async fn run_busy(c: &Client) -> Res {
     if every.fps < 1.0 || every.msgs_per_s < 4000.0 {
         return Err(format!("the page fell behind with every tick: {every:?}"));
     }
-    let still_every_tick = c
-        .execute("return !window.__tickwire.calm();", vec![])
-        .await
-        .map_err(|e| e.to_string())?;
+    let still_every_tick = exec(c, "return !window.__tickwire.calm();").await?;
     if still_every_tick != json!(true) {
         return Err("the page went calm again against the user's choice".into());
     }
@@ -794,15 +757,13 @@ async fn stream_for_5s(c: &Client, syms: &[&str], view: &str) -> Res<Streamed> {
     wait_subscribed(c, syms).await?;
     wait_ticks(c, &syms[..20], 2, &format!("ticks, {view}")).await?;
     let before = received(c).await?;
-    let t0 = c
-        .execute(
-            "window.__tickwire.resetPerf(); return window.__tickwire.perf().now;",
-            vec![],
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .as_f64()
-        .unwrap_or(0.0);
+    let t0 = exec(
+        c,
+        "window.__tickwire.resetPerf(); return window.__tickwire.perf().now;",
+    )
+    .await?
+    .as_f64()
+    .unwrap_or(0.0);
     let perf = wait_for(
         c,
         &format!("five seconds of streaming, {view}"),

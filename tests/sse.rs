@@ -384,16 +384,6 @@ async fn a_stream_that_is_not_read_is_ended_by_its_bounded_queue() {
     server.stop().await;
 }
 
-/// A JWT for `--auth-secret SECRET`, minted as a deployment would.
-fn token(claims: Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-    )
-    .unwrap()
-}
-
 const SECRET: &str = "sse-test-secret-sse-test-secret!";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,8 +392,10 @@ async fn a_stream_honours_its_tokens_max_symbols_and_ends_with_token_expired_at_
     let now = jsonwebtoken::get_current_timestamp();
 
     // The token's `max_symbols` lowers the server's limit for its streams.
-    let small =
-        token(serde_json::json!({"sub":"ann","exp":now+60,"symbols":["*"],"max_symbols":2}));
+    let small = jwt(
+        SECRET,
+        &serde_json::json!({"sub":"ann","exp":now+60,"symbols":["*"],"max_symbols":2}),
+    );
     let (status, body) =
         http_get(server.addr, &format!("/sse?symbols=S0,S1,S2&token={small}")).await;
     assert_eq!(status, 400);
@@ -412,7 +404,10 @@ async fn a_stream_honours_its_tokens_max_symbols_and_ends_with_token_expired_at_
     // A token that expires within about a second: ticks, then the error
     // event (no id: the last id still says where the client is), then the
     // end of the stream with the reason.
-    let short = token(serde_json::json!({"sub":"ann","exp":now+1,"symbols":["*"]}));
+    let short = jwt(
+        SECRET,
+        &serde_json::json!({"sub":"ann","exp":now+1,"symbols":["*"]}),
+    );
     let mut s = open(&server, &format!("/sse?symbols=S0&token={short}"), None).await;
     let mut last_id = String::new();
     let error = loop {

@@ -222,7 +222,6 @@ fn route_sse(
     // is the entitled symbols, a named one outside the grant is a 403.
     let grant = admitted.client.grant.clone();
     let symbols = if http.state.auth.is_some() {
-        let grant = &admitted.client.grant;
         let universe = http.state.hub.universe();
         let symbols: Vec<String> = if symbols.iter().any(|s| s == "*") {
             universe

@@ -143,8 +143,9 @@ struct Session {
 impl Session {
     /// The symbols limit of this session: the server's, or the token's if lower.
     fn max_symbols(&self) -> usize {
-        let max = self.settings.limits.max_symbols;
-        self.grant.lock().max_symbols.map_or(max, |m| m.min(max))
+        self.grant
+            .lock()
+            .max_symbols_within(self.settings.limits.max_symbols)
     }
 }
 
@@ -152,17 +153,14 @@ impl Session {
 /// then close 4001. An `auth` op with a fresh token moves the deadline.
 async fn expire_at_exp(session: Arc<Session>) {
     loop {
-        let exp = session.grant.lock().exp;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let exp_at = Duration::from_secs(exp);
-        if exp_at <= now {
-            break;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(exp_at - now) => {}
-            () = session.regranted.notified() => {}
+        let left = session.grant.lock().expires_in();
+        match left {
+            Some(left) if left.is_zero() => break,
+            Some(left) => tokio::select! {
+                () = tokio::time::sleep(left) => {}
+                () = session.regranted.notified() => {}
+            },
+            None => session.regranted.notified().await,
         }
     }
     session.expired();

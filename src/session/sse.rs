@@ -99,8 +99,9 @@ pub fn open(
             "/sse needs ?symbols=A,B with at least one known symbol (see /api/symbols)".into(),
         ));
     }
-    let max = state.session.limits.max_symbols;
-    let max = params.grant.max_symbols.map_or(max, |m| m.min(max));
+    let max = params
+        .grant
+        .max_symbols_within(state.session.limits.max_symbols);
     let mut symbols = resolved.known;
     symbols.sort_unstable();
     symbols.dedup();
@@ -179,22 +180,13 @@ pub fn open(
         symbols,
         batch: VecDeque::new(),
         heartbeat: Box::pin(tokio::time::sleep(state.session.clocks.heartbeat)),
-        expiry: until_exp(params.grant.exp).map(|d| Box::pin(tokio::time::sleep(d))),
+        expiry: params
+            .grant
+            .expires_in()
+            .map(|d| Box::pin(tokio::time::sleep(d))),
         done: false,
         _admitted: admitted,
     })
-}
-
-/// How long until `exp` (Unix seconds); `None` for a grant that never
-/// expires (auth off).
-fn until_exp(exp: u64) -> Option<std::time::Duration> {
-    if exp == u64::MAX {
-        return None;
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Some(std::time::Duration::from_secs(exp).saturating_sub(now))
 }
 
 fn serde_json_data(reset: &Reset) -> String {

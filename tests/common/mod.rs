@@ -448,3 +448,14 @@ impl Client {
         Client::greeted(ws).await
     }
 }
+
+/// A JWT signed HS256 with `secret`, minted as a deployment would (the
+/// jsonwebtoken crate), for servers started with `--auth-secret`.
+pub fn jwt(secret: &str, claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}

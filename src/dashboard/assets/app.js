@@ -47,12 +47,12 @@
     // Every tick/snapshot seq seen per symbol ("s<seq>" for snapshots), the
     // first SEEN_MAX of each: the browser test checks exactly-once with it.
     seen: Object.create(null), sseOpens: 0,
+    longTasks: 0, maxLongTaskMs: 0,
   };
   const SEEN_MAX = 2000;
   // Long tasks (the Long Tasks API: the main thread busy for over 50 ms at a
   // stretch, so clicks and frames wait): counted, and the longest kept, for
   // the browser test's responsiveness check and for anyone debugging a slow page.
-  debug.longTasks = 0; debug.maxLongTaskMs = 0;
   try {
     new PerformanceObserver((list) => {
       for (const e of list.getEntries()) {
@@ -835,6 +835,10 @@
     if (q.lastText[key] !== text) { q.lastText[key] = text; q.cells[key].textContent = text; }
   }
 
+  function paintStale(q) {
+    if (q.row.classList.contains("stale") !== q.stale) q.row.classList.toggle("stale", q.stale);
+  }
+
   function paintRow(q, ts) {
     if (!q.row) return true;
     // A row repaints at most every ROW_MIN_MS: faster than anyone reads, and
@@ -868,7 +872,7 @@
       q.cells.px.className = "c-num px " + flashCls;
     }
     if (flashCls) pendingFlash = true;
-    if (q.row.classList.contains("stale") !== q.stale) q.row.classList.toggle("stale", q.stale);
+    paintStale(q);
     // Sparklines redraw at most every 250 ms each (their bucket size), and
     // at most SPARKS_PER_FRAME per frame, so 40 of them spread over frames.
     if (q.sparkDirty && sparkBudget > 0 && (resized || ts - q.sparkAt >= HISTORY_BUCKET_MS)) {
@@ -913,7 +917,7 @@
       if (rowObserver && !nearView.has(sym)) {
         // Painted when it comes near; only its stale mark (the row's state,
         // not its text) is kept right meanwhile.
-        if (q && q.row && q.row.classList.contains("stale") !== q.stale) q.row.classList.toggle("stale", q.stale);
+        if (q && q.row) paintStale(q);
         continue;
       }
       if (q && !paintRow(q, ts)) pending.push(sym);
