@@ -280,3 +280,26 @@ fn replay_1024_ticks(bencher: Bencher) {
         batch.clear();
     });
 }
+
+/// Encoding alone: 1,000 ticks already generated, into one pass's batch.
+#[divan::bench(args = [100, 10_000])]
+fn encode_batch(bencher: Bencher, symbols: u32) {
+    let u = Universe::synthetic(symbols, 1_000_000.0 / symbols as f64);
+    let mut gen = Generator::new(&u, 1);
+    let mut ticks = Vec::new();
+    let mut now = 0;
+    while ticks.len() < 1000 {
+        now += 1_000_000;
+        gen.advance(now, now / 1000, |t| ticks.push(*t));
+    }
+    ticks.truncate(1000);
+    let mut batch = EncodedBatch::default();
+    bencher.counter(ItemsCount::new(1000u32)).bench_local(|| {
+        batch.clear();
+        for t in &ticks {
+            batch.encode(t, u.get(t.sym));
+        }
+        batch.seal();
+        divan::black_box(&batch);
+    });
+}

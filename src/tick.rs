@@ -9,7 +9,7 @@
 //! ([`tickwire_protocol::TickRef::write_json`]).
 
 use bytes::Bytes;
-use tickwire_protocol::{BinaryTick, Decimal, TickRef};
+use tickwire_protocol::{BinaryTick, Decimal, TickRef, TsDigits};
 
 use crate::feed::{Instrument, SymbolId, Tick};
 use crate::wire::{finish_frame, HEAD_ROOM, OPCODE_BINARY, OPCODE_TEXT};
@@ -19,6 +19,12 @@ pub use tickwire_protocol::TickKind;
 /// Appends the JSON text of `tick` (a `tick` or `snapshot` message).
 #[inline]
 pub fn write_json(out: &mut Vec<u8>, tick: &Tick, ins: &Instrument, kind: TickKind) {
+    tick_ref(tick, ins, kind).write_json(out);
+}
+
+/// The protocol's view of `tick`: prices and quantity as decimals.
+#[inline]
+fn tick_ref<'a>(tick: &Tick, ins: &'a Instrument, kind: TickKind) -> TickRef<'a> {
     let price = |units| Decimal::new(units, ins.price_decimals as u8);
     TickRef {
         kind,
@@ -30,7 +36,6 @@ pub fn write_json(out: &mut Vec<u8>, tick: &Tick, ins: &Instrument, kind: TickKi
         bid: price(tick.bid),
         ask: price(tick.ask),
     }
-    .write_json(out);
 }
 
 /// A tick in the binary layout's terms: prices in ticks, quantity in lots.
@@ -208,6 +213,8 @@ pub struct EncodedBatch {
     chunks: Vec<Bytes>,
     building: Vec<u8>,
     frames: Vec<FrameAt>,
+    /// The pass's ticks share their `ts`: its digits are written once.
+    last_ts: TsDigits,
 }
 
 impl EncodedBatch {
@@ -281,7 +288,7 @@ impl EncodedBatch {
         // Two header bytes fit every payload under 126 bytes, most ticks;
         // longer ones are shifted to make room for the 16-bit length.
         buf.extend_from_slice(&[0x80 | OPCODE_TEXT, 0]);
-        write_json(buf, tick, ins, TickKind::Tick);
+        tick_ref(tick, ins, TickKind::Tick).write_json_reusing(buf, &mut self.last_ts);
         let len = buf.len() - start - 2;
         if len < 126 {
             buf[start + 1] = len as u8;

@@ -10,6 +10,8 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::digits;
+
 /// Most decimals a [`Decimal`] carries (as many as fit an `i64` comfortably).
 pub const MAX_SCALE: u8 = 18;
 
@@ -161,32 +163,16 @@ impl FromStr for Decimal {
     }
 }
 
-/// Appends `units` scaled by 10^-decimals as an exact decimal number.
+/// Appends `units` scaled by 10^-decimals as an exact decimal number
+/// (decimals beyond [`MAX_SCALE`] are capped, as in [`Decimal::new`]).
 ///
-/// This is what the server writes every price and quantity with (on the
-/// tick's hot path: no allocation, no float).
+/// No allocation, no float: the digits are written in place
+/// (the crate's private `digits::put_fixed`).
 #[inline]
 pub fn write_fixed(out: &mut Vec<u8>, units: i64, decimals: u32) {
-    if units < 0 {
-        out.push(b'-');
-    }
-    // One integer conversion of all the digits, the point put in place:
-    // no power of ten, division or second conversion per number.
-    let mut buf = itoa::Buffer::new();
-    let digits = buf.format(units.unsigned_abs()).as_bytes();
-    let d = decimals as usize;
-    if d == 0 {
-        out.extend_from_slice(digits);
-    } else if digits.len() > d {
-        let (int, frac) = digits.split_at(digits.len() - d);
-        out.extend_from_slice(int);
-        out.push(b'.');
-        out.extend_from_slice(frac);
-    } else {
-        out.extend_from_slice(b"0.");
-        out.extend(std::iter::repeat_n(b'0', d - digits.len()));
-        out.extend_from_slice(digits);
-    }
+    let mut buf = [0u8; digits::FIXED_LEN];
+    let end = digits::put_fixed(&mut buf, 0, units, decimals);
+    out.extend_from_slice(&buf[..end]);
 }
 
 #[cfg(test)]

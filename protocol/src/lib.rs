@@ -29,6 +29,7 @@
 pub mod binary;
 pub mod codes;
 pub mod decimal;
+mod digits;
 pub mod http;
 pub mod message;
 pub mod reply;
@@ -43,7 +44,7 @@ pub use http::HistoryPage;
 pub use message::ServerMessage;
 pub use reply::{AssetClass, Reply, SymbolInfo, Welcome};
 pub use request::{Id, Request, RequestError, Token};
-pub use tick::{TickKind, TickMsg, TickRef};
+pub use tick::{TickKind, TickMsg, TickRef, TsDigits};
 
 /// The protocol version this crate speaks.
 pub const VERSION: &str = "1.1";
