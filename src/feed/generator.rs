@@ -5,15 +5,15 @@
 //! processes superpose into a single Poisson process at the sum of their
 //! rates, each event belonging to instrument `i` with probability
 //! `rate_i / total`, independently of the rest. So a tick costs one
-//! exponential gap and one draw from an alias table, O(1) however many
+//! exponential gap and one draw from an alias table ([`Pick`]), O(1) however many
 //! instruments there are, where a due-time heap over 10,000 symbols cost a
 //! dozen cache-missing comparisons per tick (bench/README.md, "generator").
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use rand_distr::weighted::WeightedAliasIndex;
 use rand_distr::{Distribution, Exp1};
 
+use super::pick::Pick;
 use super::{PriceModel, Tick, Universe};
 
 struct SymbolClock {
@@ -31,7 +31,7 @@ struct SymbolClock {
 pub struct Generator {
     symbols: Vec<SymbolClock>,
     /// Which instrument the next trade belongs to (weights: the rates).
-    pick: Option<WeightedAliasIndex<f64>>,
+    pick: Option<Pick>,
     /// Mean seconds between two trades of the whole universe.
     mean_gap: f64,
     /// Seconds since start at which the next trade happens.
@@ -55,7 +55,7 @@ impl Generator {
         let rates: Vec<f64> = universe.iter().map(|(_, ins)| ins.rate).collect();
         // Rates are validated positive and finite, so only an empty universe
         // has no table (and never ticks).
-        let pick = WeightedAliasIndex::new(rates).ok();
+        let pick = Pick::new(&rates);
         let total = universe.total_rate();
         let mean_gap = if total > 0.0 {
             1.0 / total

@@ -8,6 +8,7 @@
 
 mod generator;
 mod model;
+mod pick;
 mod universe;
 
 pub use generator::Generator;
