@@ -54,6 +54,10 @@
 //! client sends can panic the server: bad requests get an `error` reply,
 //! protocol violations a close code.
 
+// The module docs are the map of the tree, private modules included (they
+// render with `cargo doc --document-private-items`).
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod api;
 pub mod auth;
 pub mod clock;

@@ -2,7 +2,7 @@
 //! the hub that fans it out.
 //!
 //! A source runs as one task and is the hub's only publisher, through a
-//! [`Publisher`](crate::hub::Publisher) (ticks, then one wake-up of the
+//! [`Publisher`] (ticks, then one wake-up of the
 //! writers per batch). Two kinds:
 //!
 //! - [`local`]: the in-process generator, driven by the clock (the default:

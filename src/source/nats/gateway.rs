@@ -1,5 +1,5 @@
 //! A gateway's source: ticks from NATS into the hub's
-//! [`Publisher`](crate::hub::Publisher), in each symbol's seq order, each
+//! [`Publisher`], in each symbol's seq order, each
 //! tick once.
 //!
 //! It keeps the next seq it expects per symbol and checks every tick
