@@ -100,11 +100,17 @@ fn parse_control_fresh_buffers(bencher: Bencher) {
 const GEN_BATCH: u64 = 100_000;
 
 /// A `symbols`-instrument universe trading 1M ticks/s in all (market time,
-/// nominal), handing each tick to `per_tick`; each iteration makes 100,000
-/// ticks (0.1 s of market time).
-fn bench_generator(bencher: Bencher, symbols: u32, mut per_tick: impl FnMut(&Universe, &Tick)) {
+/// nominal), and its generator: the feed of the generator benches.
+fn million_a_second(symbols: u32) -> (Universe, Generator) {
     let u = Universe::synthetic(symbols, 1_000_000.0 / symbols as f64);
-    let mut gen = Generator::new(&u, 1);
+    let gen = Generator::new(&u, 1);
+    (u, gen)
+}
+
+/// [`million_a_second`], handing each tick to `per_tick`; each iteration
+/// makes 100,000 ticks (0.1 s of market time).
+fn bench_generator(bencher: Bencher, symbols: u32, mut per_tick: impl FnMut(&Universe, &Tick)) {
+    let (u, mut gen) = million_a_second(symbols);
     let mut now = 0u64;
     bencher.counter(ItemsCount::new(GEN_BATCH)).bench_local(|| {
         let mut n = 0;
@@ -129,8 +135,7 @@ fn generate(bencher: Bencher, symbols: u32) {
 /// ([`EncodedBatch`], one pass per millisecond of market time, ~1,000 ticks).
 #[divan::bench(args = [100, 10_000])]
 fn generate_and_encode(bencher: Bencher, symbols: u32) {
-    let u = Universe::synthetic(symbols, 1_000_000.0 / symbols as f64);
-    let mut gen = Generator::new(&u, 1);
+    let (u, mut gen) = million_a_second(symbols);
     let mut batch = EncodedBatch::default();
     let mut now = 0u64;
     bencher.counter(ItemsCount::new(GEN_BATCH)).bench_local(|| {
@@ -284,8 +289,7 @@ fn replay_1024_ticks(bencher: Bencher) {
 /// Encoding alone: 1,000 ticks already generated, into one pass's batch.
 #[divan::bench(args = [100, 10_000])]
 fn encode_batch(bencher: Bencher, symbols: u32) {
-    let u = Universe::synthetic(symbols, 1_000_000.0 / symbols as f64);
-    let mut gen = Generator::new(&u, 1);
+    let (u, mut gen) = million_a_second(symbols);
     let mut ticks = Vec::new();
     let mut now = 0;
     while ticks.len() < 1000 {

@@ -11,12 +11,14 @@
 use rand::Rng;
 
 /// One column of the table: keep it when the draw's low half is below
-/// `keep`, else take `alias`.
+/// `keep`, else take `alias`. Eight bytes, so that 10,000 instruments' table
+/// (80 KB) stays within the L2 cache.
 #[derive(Clone, Copy, Debug)]
 struct Column {
-    /// Probability of keeping this column, scaled to 2^32 (so 2^32 is
-    /// "always").
-    keep: u64,
+    /// Probability of keeping this column, scaled to 2^32.
+    keep: u32,
+    /// A full column is its own alias: whichever way the draw falls, it is
+    /// kept (so `keep` needs no 2^32).
     alias: u32,
 }
 
@@ -39,19 +41,18 @@ impl Pick {
         let mut scaled: Vec<f64> = weights.iter().map(|w| w * n as f64 / sum).collect();
         let (mut small, mut large): (Vec<u32>, Vec<u32>) =
             (0..n as u32).partition(|&i| scaled[i as usize] < 1.0);
-        let mut columns = vec![
-            Column {
-                keep: 1 << 32,
-                alias: 0,
-            };
-            n
-        ];
+        let mut columns: Vec<Column> = (0..n as u32)
+            .map(|i| Column {
+                keep: u32::MAX,
+                alias: i,
+            })
+            .collect();
         // Vose: fill each small column up to 1 from a large one, which may
         // then become small itself.
         while let (Some(&s), Some(&l)) = (small.last(), large.last()) {
             small.pop();
             columns[s as usize] = Column {
-                keep: (scaled[s as usize] * 4_294_967_296.0) as u64,
+                keep: (scaled[s as usize] * 4_294_967_296.0) as u32,
                 alias: l,
             };
             scaled[l as usize] -= 1.0 - scaled[s as usize];
@@ -72,7 +73,7 @@ impl Pick {
         let r = rng.next_u64();
         let column = (((r >> 32) * self.columns.len() as u64) >> 32) as usize;
         let c = self.columns[column];
-        if (r & 0xffff_ffff) < c.keep {
+        if (r as u32) < c.keep {
             column
         } else {
             c.alias as usize
