@@ -1,8 +1,8 @@
 //! A connection's bounded outbound queue, and what happens when it is full.
 //!
 //! The publisher pushes its share of each batch of ticks in with one lock
-//! ([`Outbox::push_batch`]): consecutive frames of the batch become one run,
-//! a single shared slice. The connection's writer task takes everything
+//! ([`Outbox::push_batch`]): consecutive frames of the batch come as one run,
+//! a single shared slice, admitted whole when it fits. The connection's writer task takes everything
 //! queued in one go ([`Outbox::next`]) and writes it with one vectored
 //! syscall. The lock is per connection and held for a push or a swap, never
 //! across I/O.
@@ -44,7 +44,7 @@ use crate::close::DisconnectReason;
 use crate::feed::SymbolId;
 use crate::metrics::{Metrics, Shard};
 use crate::sync::{Mutex, MutexGuard};
-use crate::tick::{EncodedBatch, Format, TickFrame};
+use crate::tick::{EncodedBatch, Format, FrameRun, TickFrame};
 use crate::wire::close_frame;
 
 /// What the server does when a client cannot keep up with its stream.
@@ -175,6 +175,24 @@ struct State {
 
 /// The writer's two wakers (waiting for frames; busy, waiting for a close).
 pub type Wakers = (Option<Waker>, Option<Waker>);
+
+/// What [`Outbox::push_batch`] did, with the writer's wakers to wake.
+#[derive(Debug)]
+pub enum Pushed {
+    /// The frames were queued (or dealt with by the policy).
+    Queued(Wakers),
+    /// The connection is closing (now or before): nothing more will be
+    /// queued, and the publisher may forget it.
+    Closed(Wakers),
+}
+
+impl Pushed {
+    pub fn wakers(self) -> Wakers {
+        match self {
+            Pushed::Queued(w) | Pushed::Closed(w) => w,
+        }
+    }
+}
 
 /// A batch staged for this outbox was overtaken by an unsubscribe: nothing
 /// was queued; deliver tick by tick under the topic locks instead.
@@ -321,10 +339,15 @@ impl Outbox {
         self.unsubscribes.load(Ordering::Acquire)
     }
 
-    /// Queues the frames `idxs` of `batch` (in order) for this connection:
+    /// Queues the frames `runs` of `batch` (in order) for this connection:
     /// the fan-out path, one lock per connection per batch. Returns the
     /// writer's wakers instead of waking them, so that the publisher wakes
     /// every writer once the whole batch is queued.
+    ///
+    /// When the whole share fits under the queue bounds and nothing of this
+    /// connection is in overflow (the common case), each run is queued as
+    /// it is, one slice, with no per-frame work; otherwise frame by frame
+    /// under the policy, a run splitting where a frame overflows.
     ///
     /// `staged_at`: the [`Outbox::unsubscribes`] count read when the batch
     /// was staged (under the topic locks). If an unsubscribe happened since,
@@ -335,55 +358,68 @@ impl Outbox {
     pub fn push_batch(
         &self,
         batch: &EncodedBatch,
-        idxs: &[u32],
+        runs: &[FrameRun],
         staged_at: Option<u64>,
-    ) -> Result<Wakers, Fenced> {
+    ) -> Result<Pushed, Fenced> {
         let mut s = self.lock();
         if staged_at.is_some_and(|n| n != self.unsubscribes.load(Ordering::Relaxed)) {
             return Err(Fenced);
         }
         if s.closing.is_some() {
-            return Ok((None, None));
+            return Ok(Pushed::Closed((None, None)));
         }
-        let mut run: Option<Run> = None;
-        for &i in idxs {
-            let f = batch.frame(i);
-            match self.admit(&mut s, f.sym, f.len(), f.ts_ns, || {
-                Bytes::copy_from_slice(batch.bytes(i))
-            }) {
-                Admit::Queue => {}
-                Admit::Overflowed => {
-                    // Frames after the gap start a new run.
-                    if let Some(r) = run.take() {
-                        r.queue(&mut s, batch);
-                    }
-                    continue;
-                }
-                Admit::Closed(w) => return Ok(w),
+        let msgs: usize = runs.iter().map(|r| r.count() as usize).sum();
+        let bytes: usize = runs.iter().map(|&r| batch.run_len(r)).sum();
+        if s.overflow.is_empty()
+            && s.queued_msgs + msgs <= self.limits.max_msgs
+            && s.queued_bytes + bytes <= self.limits.max_bytes
+        {
+            // Every frame would be admitted: admit them all at once.
+            s.queued_msgs += msgs;
+            s.queued_bytes += bytes;
+            for &r in runs {
+                queue_run(&mut s, batch, r);
             }
-            match &mut run {
-                Some(r) if r.chunk == f.chunk && r.end == f.start && r.ts_ns == f.ts_ns => {
-                    r.end = f.end;
-                    r.count += 1;
-                }
-                _ => {
-                    if let Some(r) = run.take() {
-                        r.queue(&mut s, batch);
+            return Ok(Pushed::Queued((s.waker.take(), None)));
+        }
+        for &run in runs {
+            let mut from = run.start;
+            for i in run.start..run.end {
+                let f = batch.frame(i);
+                match self.admit(&mut s, f.sym, f.len(), f.ts_ns, || {
+                    Bytes::copy_from_slice(batch.bytes(i))
+                }) {
+                    Admit::Queue => {}
+                    Admit::Overflowed => {
+                        // The frames before it go as one run; those after
+                        // it start another.
+                        if from < i {
+                            queue_run(
+                                &mut s,
+                                batch,
+                                FrameRun {
+                                    start: from,
+                                    end: i,
+                                },
+                            );
+                        }
+                        from = i + 1;
                     }
-                    run = Some(Run {
-                        chunk: f.chunk,
-                        start: f.start,
-                        end: f.end,
-                        count: 1,
-                        ts_ns: f.ts_ns,
-                    });
+                    Admit::Closed(w) => return Ok(Pushed::Closed(w)),
                 }
             }
+            if from < run.end {
+                queue_run(
+                    &mut s,
+                    batch,
+                    FrameRun {
+                        start: from,
+                        end: run.end,
+                    },
+                );
+            }
         }
-        if let Some(r) = run {
-            r.queue(&mut s, batch);
-        }
-        Ok((s.waker.take(), None))
+        Ok(Pushed::Queued((s.waker.take(), None)))
     }
 
     /// Queues a frame owed to the client (a reply, snapshot or pong). These
@@ -579,32 +615,22 @@ enum Admit {
     Closed(Wakers),
 }
 
-/// Consecutive frames of one chunk of a batch, queued as one item.
-struct Run {
-    chunk: u32,
-    start: u32,
-    end: u32,
-    count: u32,
-    ts_ns: u64,
-}
-
-impl Run {
-    fn queue(self, s: &mut State, batch: &EncodedBatch) {
-        let shared = batch.slice(self.chunk, self.start, self.end);
-        let bytes = if s.queue.len() >= SHARE_DEPTH {
-            // A lagging connection: do not pin another chunk.
-            Bytes::copy_from_slice(&shared)
-        } else {
-            shared
-        };
-        s.queue.push_back(Outgoing {
-            bytes,
-            kind: FrameKind::Ticks {
-                count: self.count,
-                ts_ns: self.ts_ns,
-            },
-        });
-    }
+/// Queues `run` of `batch` as one item (its frames already admitted).
+fn queue_run(s: &mut State, batch: &EncodedBatch, run: FrameRun) {
+    let shared = batch.run_bytes(run);
+    let bytes = if s.queue.len() >= SHARE_DEPTH {
+        // A lagging connection: do not pin another chunk.
+        Bytes::copy_from_slice(&shared)
+    } else {
+        shared
+    };
+    s.queue.push_back(Outgoing {
+        bytes,
+        kind: FrameKind::Ticks {
+            count: run.count(),
+            ts_ns: batch.frame(run.start).ts_ns,
+        },
+    });
 }
 
 /// The outbox locked for a subscribe ([`Outbox::subscribing`]).
@@ -706,6 +732,15 @@ mod tests {
         (b, (0..ticks.len() as u32).collect())
     }
 
+    /// The frames `idxs` of `b` as the publisher stages them.
+    fn runs(b: &EncodedBatch, idxs: &[u32]) -> Vec<FrameRun> {
+        let mut runs = Vec::new();
+        for &i in idxs {
+            FrameRun::push(&mut runs, i, b.joins(i));
+        }
+        runs
+    }
+
     fn outbox(policy: Policy, max_msgs: usize, max_bytes: usize) -> Outbox {
         Outbox::new(
             Limits {
@@ -719,7 +754,7 @@ mod tests {
 
     fn push(o: &Outbox, ticks: &[(SymbolId, u64)]) {
         let (b, idxs) = batch(ticks);
-        let _ = o.push_batch(&b, &idxs, None).unwrap();
+        let _ = o.push_batch(&b, &runs(&b, &idxs), None).unwrap();
     }
 
     /// The seqs the writer would get, and how many queue items carried them.
@@ -751,7 +786,7 @@ mod tests {
         let o = outbox(Policy::Conflate, 100, 1 << 20);
         let (b, _) = batch(&[(0, 1), (1, 1), (2, 1), (0, 2), (1, 2)]);
         // Frames 0, 1, 2 and 4 of the batch: two runs.
-        let _ = o.push_batch(&b, &[0, 1, 2, 4], None).unwrap();
+        let _ = o.push_batch(&b, &runs(&b, &[0, 1, 2, 4]), None).unwrap();
         assert_eq!(o.backlog().0, 4);
         assert_eq!(drain(&o), (vec![1, 1, 1, 2], 2));
     }
@@ -797,7 +832,7 @@ mod tests {
         let (b, idxs) = batch(&[(0, 1), (1, 1), (2, 1)]);
         let each = b.frame(0).len();
         let o = outbox(Policy::Conflate, 1000, 2 * each + each / 2);
-        let _ = o.push_batch(&b, &idxs, None).unwrap();
+        let _ = o.push_batch(&b, &runs(&b, &idxs), None).unwrap();
         // Two fit in the byte bound, the third overflows.
         assert_eq!(o.backlog(), (3, 2 * each));
     }
@@ -808,9 +843,14 @@ mod tests {
         let (b, idxs) = batch(&[(0, 1)]);
         let staged = o.unsubscribes();
         o.unsubscribed(&[0]);
-        assert!(matches!(o.push_batch(&b, &idxs, Some(staged)), Err(Fenced)));
+        assert!(matches!(
+            o.push_batch(&b, &runs(&b, &idxs), Some(staged)),
+            Err(Fenced)
+        ));
         assert_eq!(o.backlog().0, 0);
-        assert!(o.push_batch(&b, &idxs, Some(o.unsubscribes())).is_ok());
+        assert!(o
+            .push_batch(&b, &runs(&b, &idxs), Some(o.unsubscribes()))
+            .is_ok());
     }
 
     #[test]
@@ -819,7 +859,9 @@ mod tests {
         let (b, _) = batch(&[(0, 1), (1, 1)]);
         let chunk = b.bytes(0).as_ptr_range().start..b.bytes(1).as_ptr_range().end;
         for i in 0..SHARE_DEPTH + 2 {
-            let _ = o.push_batch(&b, &[(i % 2) as u32], None).unwrap();
+            let _ = o
+                .push_batch(&b, &[FrameRun::one((i % 2) as u32)], None)
+                .unwrap();
         }
         let mut items = VecDeque::new();
         let mut cx = Context::from_waker(Waker::noop());
@@ -831,5 +873,53 @@ mod tests {
         let mut expected = vec![true; SHARE_DEPTH];
         expected.extend([false, false]);
         assert_eq!(pinning, expected);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Admitting whole runs (the fast path) or splitting them at the
+        /// frames that overflow gives the writer exactly what admitting the
+        /// same frames one by one would: the same ticks in the same order,
+        /// the same backlog, the same close.
+        #[test]
+        fn runs_are_admitted_as_their_frames_would_be(
+            disconnect: bool,
+            max_msgs in 1usize..12,
+            max_frames_of_bytes in 1usize..12,
+            ops in proptest::collection::vec(
+                proptest::option::of(proptest::collection::vec((0u32..4, proptest::bool::ANY), 1..10)),
+                1..8,
+            ),
+        ) {
+            let policy = if disconnect { Policy::Disconnect } else { Policy::Conflate };
+            let each = batch(&[(0, 1)]).0.frame(0).len();
+            let max_bytes = max_frames_of_bytes * each;
+            let (by_run, by_frame) = (outbox(policy, max_msgs, max_bytes), outbox(policy, max_msgs, max_bytes));
+            let mut seq = [0u64; 4];
+            for op in ops {
+                let Some(ticks) = op else {
+                    proptest::prop_assert_eq!(drain(&by_run).0, drain(&by_frame).0);
+                    continue;
+                };
+                let marks: Vec<bool> = ticks.iter().map(|&(_, mine)| mine).collect();
+                let ticks: Vec<(SymbolId, u64)> = ticks
+                    .iter()
+                    .map(|&(sym, _)| {
+                        seq[sym as usize] += 1;
+                        (sym as SymbolId, seq[sym as usize])
+                    })
+                    .collect();
+                let (b, all) = batch(&ticks);
+                // The subscriber's share: the frames marked in `ops`.
+                let mine: Vec<u32> = all.into_iter().zip(marks).filter(|&(_, m)| m).map(|(i, _)| i).collect();
+                let _ = by_run.push_batch(&b, &runs(&b, &mine), None).unwrap();
+                for &i in &mine {
+                    let _ = by_frame.push_batch(&b, &[FrameRun::one(i)], None).unwrap();
+                }
+                proptest::prop_assert_eq!(by_run.backlog(), by_frame.backlog());
+            }
+            proptest::prop_assert_eq!(drain(&by_run).0, drain(&by_frame).0);
+        }
     }
 }

@@ -192,6 +192,10 @@ pub struct FrameAt {
     pub end: u32,
     /// Generation time in nanoseconds since the Unix epoch.
     pub ts_ns: u64,
+    /// Whether this frame continues the one before it in the batch as one
+    /// slice: same chunk (so its bytes follow on) and same `ts_ns` (so one
+    /// latency sample stands for both). See [`FrameRun`].
+    pub joins: bool,
 }
 
 impl FrameAt {
@@ -201,6 +205,41 @@ impl FrameAt {
 
     pub fn is_empty(&self) -> bool {
         self.end == self.start
+    }
+}
+
+/// Frames `start..end` of an [`EncodedBatch`] that go out as one shared
+/// slice (one iovec, one reference count): consecutive frames of which every
+/// one after the first [`joins`](FrameAt::joins) the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRun {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl FrameRun {
+    /// Frame `i` alone.
+    pub fn one(i: u32) -> FrameRun {
+        FrameRun {
+            start: i,
+            end: i + 1,
+        }
+    }
+
+    /// Frames in the run.
+    pub fn count(&self) -> u32 {
+        self.end - self.start
+    }
+
+    /// Appends frame `i` to `runs`: the last run grows when `i` follows it
+    /// and `joins` (frame `i`'s [`FrameAt::joins`]), else `i` starts a run.
+    /// The fan-out's inner step, once per tick per subscriber.
+    #[inline]
+    pub fn push(runs: &mut Vec<FrameRun>, i: u32, joins: bool) {
+        match runs.last_mut() {
+            Some(r) if joins && r.end == i => r.end += 1,
+            _ => runs.push(FrameRun::one(i)),
+        }
     }
 }
 
@@ -239,13 +278,7 @@ impl EncodedBatch {
             tickwire_protocol::binary::TICK_LEN as u8,
         ]);
         to_binary(tick, ins, TickKind::Tick).write(&mut self.building);
-        self.frames.push(FrameAt {
-            sym: tick.sym,
-            chunk: self.chunks.len() as u32,
-            start: start as u32,
-            end: self.building.len() as u32,
-            ts_ns: tick.ts_us * 1000,
-        });
+        self.push_frame(tick, start, self.building.len());
     }
 
     /// Appends the SSE event of `tick` (see [`write_sse`]).
@@ -266,13 +299,7 @@ impl EncodedBatch {
             epoch,
             published,
         );
-        self.frames.push(FrameAt {
-            sym: tick.sym,
-            chunk: self.chunks.len() as u32,
-            start: start as u32,
-            end: self.building.len() as u32,
-            ts_ns: tick.ts_us * 1000,
-        });
+        self.push_frame(tick, start, self.building.len());
     }
 
     /// Appends the frame of `tick`.
@@ -296,12 +323,26 @@ impl EncodedBatch {
             buf.splice(start + 2..start + 2, (len as u16).to_be_bytes());
             buf[start + 1] = 126;
         }
+        let end = buf.len();
+        self.push_frame(tick, start, end);
+    }
+
+    /// Records where the frame of `tick` just written to the building chunk
+    /// lies.
+    fn push_frame(&mut self, tick: &Tick, start: usize, end: usize) {
+        let chunk = self.chunks.len() as u32;
+        let ts_ns = tick.ts_us * 1000;
+        let joins = self
+            .frames
+            .last()
+            .is_some_and(|p| p.chunk == chunk && p.ts_ns == ts_ns);
         self.frames.push(FrameAt {
             sym: tick.sym,
-            chunk: self.chunks.len() as u32,
+            chunk,
             start: start as u32,
-            end: buf.len() as u32,
-            ts_ns: tick.ts_us * 1000,
+            end: end as u32,
+            ts_ns,
+            joins,
         });
     }
 
@@ -338,6 +379,26 @@ impl EncodedBatch {
     /// A shared slice of `chunk` from `start` to `end`.
     pub fn slice(&self, chunk: u32, start: u32, end: u32) -> Bytes {
         self.chunks[chunk as usize].slice(start as usize..end as usize)
+    }
+
+    /// Whether frame `i` joins the one before it ([`FrameAt::joins`]).
+    #[inline]
+    pub fn joins(&self, i: u32) -> bool {
+        self.frames[i as usize].joins
+    }
+
+    /// Bytes of `run`'s frames together.
+    #[inline]
+    pub fn run_len(&self, run: FrameRun) -> usize {
+        (self.frames[run.end as usize - 1].end - self.frames[run.start as usize].start) as usize
+    }
+
+    /// `run`'s frames as one shared slice.
+    pub fn run_bytes(&self, run: FrameRun) -> Bytes {
+        let first = self.frames[run.start as usize];
+        let last = self.frames[run.end as usize - 1];
+        debug_assert_eq!(first.chunk, last.chunk, "a run lies in one chunk");
+        self.slice(first.chunk, first.start, last.end)
     }
 }
 

@@ -6,8 +6,12 @@
 //! hands each batch of ticks that were due together to a [`Publisher`],
 //! which encodes each tick once, back to back into a few shared chunks,
 //! stages every subscriber's share of the batch under each topic's lock, then
-//! queues each connection's share with one outbox lock (consecutive frames
-//! become one slice) and wakes each writer once. Each topic has its own lock,
+//! queues each connection's share with one outbox lock and wakes each writer
+//! once. A share is staged as runs ([`FrameRun`]): a frame that lies right
+//! after the previous one in the same chunk extends the run, so a connection
+//! subscribed to most of a batch stages a few ranges, not a list of frames,
+//! and the outbox admits a run whole (one slice, one refcount) when its
+//! limits have room for all of it. Each topic has its own lock,
 //! taken once per tick by the publisher and briefly by (un)subscribes;
 //! holding it across "store latest + stage" and "add subscriber + send
 //! snapshot" is what guarantees a new subscriber gets the snapshot and then
@@ -46,9 +50,9 @@ use tickwire_protocol::TickMsg;
 
 use crate::feed::{SymbolId, Tick, Universe};
 use crate::metrics::Metrics;
-use crate::outbox::{Fenced, FrameKind, Outbox, Wakers};
+use crate::outbox::{Fenced, FrameKind, Outbox, Pushed, Wakers};
 use crate::sync::{Mutex, MutexGuard};
-use crate::tick::{EncodedBatch, Format, TickFrame, TickKind};
+use crate::tick::{EncodedBatch, Format, FrameRun, TickFrame, TickKind};
 use history::{History, Replay};
 use throttle::{Admit, Pending, Throttles};
 use topic::{Subscriber, Topic, TopicState};
@@ -298,6 +302,7 @@ impl Hub {
         if throttle_ms == 0 {
             topic.subscribers.push(Subscriber {
                 slot: outbox.slot(),
+                format: outbox.format(),
                 outbox: outbox.clone(),
             });
         } else {
@@ -606,6 +611,14 @@ impl Encoded {
         }
     }
 
+    /// Tick `i`'s frame in the batch of `format` ([`NOT_ENCODED`] if
+    /// none), and whether it joins the frame before it there.
+    #[inline]
+    fn at(&self, format: Format, i: u32) -> (u32, bool) {
+        let (batch, at) = self.get(format, i);
+        (at, at != NOT_ENCODED && batch.joins(at))
+    }
+
     fn of(&self, format: Format) -> &EncodedBatch {
         match format {
             Format::Json => &self.batch,
@@ -683,8 +696,8 @@ fn throttled(
                         .push_frame(&encode_late(hub, format, tick, published))
                 } else {
                     view.outbox
-                        .push_batch(batch, &[at], None)
-                        .unwrap_or_default()
+                        .push_batch(batch, &[FrameRun::one(at)], None)
+                        .map_or_else(|_| (None, None), Pushed::wakers)
                 };
                 push_wakers(writers, w);
             }
@@ -700,7 +713,8 @@ struct Stage {
     outbox: Option<Arc<Outbox>>,
     /// Its unsubscribe count when first staged (the fence).
     unsubscribes: u64,
-    frames: Vec<u32>,
+    /// Its frames of the batch, as the slices they will go out as.
+    runs: Vec<FrameRun>,
 }
 
 impl Publisher {
@@ -817,23 +831,28 @@ impl Publisher {
             if !topic.throttled.is_empty() {
                 folded += throttled(hub, enc, &topic, tick, i, published, now, &mut woken);
             }
+            // Where this tick lies in each format's batch, once for all of
+            // its subscribers.
+            let json = (i, enc.batch.joins(i));
+            let binary = enc.at(Format::Binary, i);
+            let sse = enc.at(Format::Sse, i);
             for sub in &topic.subscribers {
-                let (batch, at) = enc.get(sub.outbox.format(), i);
+                let (at, joins) = match sub.format {
+                    Format::Json => json,
+                    Format::Binary => binary,
+                    Format::Sse => sse,
+                };
                 if sub.slot == u32::MAX || at == NOT_ENCODED {
                     // Not registered (only tests and benchmarks), or a binary
                     // or SSE subscriber that arrived after the batch was
                     // encoded: deliver this one directly, under the topic lock.
                     let w = if at == NOT_ENCODED {
-                        sub.outbox.push_frame(&encode_late(
-                            hub,
-                            sub.outbox.format(),
-                            tick,
-                            published,
-                        ))
+                        sub.outbox
+                            .push_frame(&encode_late(hub, sub.format, tick, published))
                     } else {
                         sub.outbox
-                            .push_batch(batch, &[at], None)
-                            .unwrap_or_default()
+                            .push_batch(enc.of(sub.format), &[FrameRun::one(at)], None)
+                            .map_or_else(|_| (None, None), Pushed::wakers)
                     };
                     push_wakers(&mut self.writers, w);
                     continue;
@@ -856,13 +875,13 @@ impl Publisher {
                         // directly, under the topic lock.
                         let w = sub
                             .outbox
-                            .push_batch(batch, &[at], None)
-                            .unwrap_or_default();
+                            .push_batch(enc.of(sub.format), &[FrameRun::one(at)], None)
+                            .map_or_else(|_| (None, None), Pushed::wakers);
                         push_wakers(&mut self.writers, w);
                         continue;
                     }
                 }
-                st.frames.push(at);
+                FrameRun::push(&mut st.runs, at, joins);
             }
         }
         self.writers.append(&mut woken);
@@ -879,13 +898,13 @@ impl Publisher {
             let st = &mut self.stage[slot as usize];
             let outbox = st.outbox.take().expect("touched slots are staged");
             let batch = self.enc.of(outbox.format());
-            match outbox.push_batch(batch, &st.frames, Some(st.unsubscribes)) {
-                Ok(w) => push_wakers(&mut self.writers, w),
+            match outbox.push_batch(batch, &st.runs, Some(st.unsubscribes)) {
+                Ok(pushed) => push_wakers(&mut self.writers, pushed.wakers()),
                 Err(Fenced) => {
                     // An unsubscribe overtook the batch: deliver what is
                     // still subscribed tick by tick, under each topic's
                     // lock, where the unsubscribe cannot interleave.
-                    for &i in &st.frames {
+                    for i in st.runs.iter().flat_map(|r| r.start..r.end) {
                         let sym = batch.frame(i).sym;
                         let topic = hub.topics[sym as usize].lock();
                         if topic
@@ -893,14 +912,14 @@ impl Publisher {
                             .iter()
                             .any(|s| Arc::ptr_eq(&s.outbox, &outbox))
                         {
-                            if let Ok(w) = outbox.push_batch(batch, &[i], None) {
-                                push_wakers(&mut self.writers, w);
+                            if let Ok(p) = outbox.push_batch(batch, &[FrameRun::one(i)], None) {
+                                push_wakers(&mut self.writers, p.wakers());
                             }
                         }
                     }
                 }
             }
-            st.frames.clear();
+            st.runs.clear();
         }
     }
 }

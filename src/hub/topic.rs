@@ -18,6 +18,8 @@ use crate::tick::Format;
 /// so that the fan-out reads the topic's own memory, not each outbox's.
 pub(super) struct Subscriber {
     pub slot: u32,
+    /// The outbox's format (fixed for its life), read per tick.
+    pub format: Format,
     pub outbox: Arc<Outbox>,
 }
 
