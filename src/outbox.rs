@@ -581,20 +581,17 @@ impl Outbox {
         std::future::poll_fn(|cx| self.poll_next(cx, batch)).await
     }
 
-    /// Completes when the connection must close. For a writer busy writing,
+    /// Ready when the connection must close. For a writer busy writing,
     /// which must not be woken by every new frame.
-    pub async fn closed(&self) -> Closing {
-        std::future::poll_fn(|cx| {
-            let mut s = self.lock();
-            match &mut s.closing {
-                Some(c) => Poll::Ready(c.take()),
-                None => {
-                    register(&mut s.close_waker, cx);
-                    Poll::Pending
-                }
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Closing> {
+        let mut s = self.lock();
+        match &mut s.closing {
+            Some(c) => Poll::Ready(c.take()),
+            None => {
+                register(&mut s.close_waker, cx);
+                Poll::Pending
             }
-        })
-        .await
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -10,6 +10,7 @@
 //! half-closes.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -56,31 +57,38 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     ));
     tokio::pin!(timer);
 
+    // Whether the timer holds this task's waker since its last reset. It
+    // keeps the waker of the poll that registered it, and this task's waker
+    // does not change, so it is polled once per reset, not on every wake-up
+    // (a timer poll was a sixth of the writer's instructions at one tick per
+    // wake-up); between resets, `is_elapsed` says whether it fired.
+    let mut timer_registered = false;
     let closing: Closing = loop {
-        if batch.is_empty() {
-            tokio::select! {
-                biased;
-                next = outbox.next(&mut batch) => match next {
-                    Next::Frames => continue,
-                    Next::Close(c) => break c,
-                },
-                () = &mut timer => {}
+        let step = std::future::poll_fn(|cx| {
+            if let Poll::Ready(step) =
+                poll_step(cx, &mut wr, outbox, &mut batch, &mut head_partial, &metrics)
+            {
+                return Poll::Ready(Some(step));
             }
-        } else {
-            tokio::select! {
-                biased;
-                c = outbox.closed() => break c,
-                res = write_batch(&mut wr, &mut batch, &mut head_partial, &metrics) => {
-                    match res {
-                        Ok(()) => {
-                            deadlines.sent(clock::now_ms());
-                            continue;
-                        }
-                        Err(_) => return DisconnectReason::Client,
-                    }
-                }
-                () = &mut timer => {}
+            if timer_registered {
+                return if timer.is_elapsed() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                };
             }
+            timer_registered = true;
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        match step {
+            Some(Step::Wrote) => {
+                deadlines.sent(clock::now_ms());
+                continue;
+            }
+            Some(Step::Close(c)) => break c,
+            Some(Step::Failed) => return DisconnectReason::Client,
+            None => {}
         }
         // The timer fired: see which clocks are actually due.
         let now = clock::now_ms();
@@ -108,6 +116,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         timer.as_mut().reset(clock::instant_at_ms(
             deadlines.next(last_heard).max(now + 1),
         ));
+        timer_registered = false;
     };
 
     if !closing.frame.is_empty() {
@@ -142,6 +151,40 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         drop(slot);
     }
     closing.reason
+}
+
+/// What one wake-up of the writer came to.
+enum Step {
+    /// Everything taken from the outbox is written.
+    Wrote,
+    Close(Closing),
+    /// The socket failed: the client is gone.
+    Failed,
+}
+
+/// Takes what the outbox holds (if the batch is empty) and writes it in the
+/// same poll. Only when the socket is full does it watch for a close, which
+/// must not wait for the client to drain: a writer whose writes go through
+/// sees a close at its next take, one lock per wake-up instead of two.
+/// Cancel-safe: progress lives in `batch` itself.
+fn poll_step<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    wr: &mut W,
+    outbox: &Outbox,
+    batch: &mut VecDeque<Outgoing>,
+    head_partial: &mut bool,
+    metrics: &Metrics,
+) -> Poll<Step> {
+    while batch.is_empty() {
+        if let Next::Close(c) = ready!(outbox.poll_next(cx, batch)) {
+            return Poll::Ready(Step::Close(c));
+        }
+    }
+    match poll_write_batch(cx, wr, batch, head_partial, metrics) {
+        Poll::Ready(Ok(())) => Poll::Ready(Step::Wrote),
+        Poll::Ready(Err(_)) => Poll::Ready(Step::Failed),
+        Poll::Pending => outbox.poll_closed(cx).map(Step::Close),
+    }
 }
 
 /// Writes all of `batch`, many frames per `writev`, recording each written
