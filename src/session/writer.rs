@@ -2,7 +2,10 @@
 //! connection's clocks, and says goodbye.
 //!
 //! It takes everything queued in one go and hands it to the kernel with
-//! vectored writes of pre-encoded frame bytes (many frames per syscall). Its
+//! vectored writes of pre-encoded frame bytes (many frames per syscall), in
+//! the same poll that took it: at 1,000 connections nearly every tick is its
+//! own wake-up, so what a wake-up costs besides the `writev` is kept to one
+//! outbox lock, one clock read for the latency and one for the heartbeat. Its
 //! own frames (pings, heartbeats) go straight into the batch it is about to
 //! write; only the idle timeout goes through the outbox, so that the first
 //! close decision wins and is counted once. When the outbox says close, it
