@@ -176,24 +176,6 @@ struct State {
 /// The writer's two wakers (waiting for frames; busy, waiting for a close).
 pub type Wakers = (Option<Waker>, Option<Waker>);
 
-/// What [`Outbox::push_batch`] did, with the writer's wakers to wake.
-#[derive(Debug)]
-pub enum Pushed {
-    /// The frames were queued (or dealt with by the policy).
-    Queued(Wakers),
-    /// The connection is closing (now or before): nothing more will be
-    /// queued, and the publisher may forget it.
-    Closed(Wakers),
-}
-
-impl Pushed {
-    pub fn wakers(self) -> Wakers {
-        match self {
-            Pushed::Queued(w) | Pushed::Closed(w) => w,
-        }
-    }
-}
-
 /// A batch staged for this outbox was overtaken by an unsubscribe: nothing
 /// was queued; deliver tick by tick under the topic locks instead.
 #[derive(Debug, PartialEq, Eq)]
@@ -360,13 +342,13 @@ impl Outbox {
         batch: &EncodedBatch,
         runs: &[FrameRun],
         staged_at: Option<u64>,
-    ) -> Result<Pushed, Fenced> {
+    ) -> Result<Wakers, Fenced> {
         let mut s = self.lock();
         if staged_at.is_some_and(|n| n != self.unsubscribes.load(Ordering::Relaxed)) {
             return Err(Fenced);
         }
         if s.closing.is_some() {
-            return Ok(Pushed::Closed((None, None)));
+            return Ok((None, None));
         }
         let msgs: usize = runs.iter().map(|r| r.count() as usize).sum();
         let bytes: usize = runs.iter().map(|&r| batch.run_len(r)).sum();
@@ -380,7 +362,7 @@ impl Outbox {
             for &r in runs {
                 queue_run(&mut s, batch, r);
             }
-            return Ok(Pushed::Queued((s.waker.take(), None)));
+            return Ok((s.waker.take(), None));
         }
         for &run in runs {
             let mut from = run.start;
@@ -405,7 +387,7 @@ impl Outbox {
                         }
                         from = i + 1;
                     }
-                    Admit::Closed(w) => return Ok(Pushed::Closed(w)),
+                    Admit::Closed(w) => return Ok(w),
                 }
             }
             if from < run.end {
@@ -419,7 +401,7 @@ impl Outbox {
                 );
             }
         }
-        Ok(Pushed::Queued((s.waker.take(), None)))
+        Ok((s.waker.take(), None))
     }
 
     /// Queues a frame owed to the client (a reply, snapshot or pong). These

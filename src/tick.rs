@@ -192,10 +192,6 @@ pub struct FrameAt {
     pub end: u32,
     /// Generation time in nanoseconds since the Unix epoch.
     pub ts_ns: u64,
-    /// Whether this frame continues the one before it in the batch as one
-    /// slice: same chunk (so its bytes follow on) and same `ts_ns` (so one
-    /// latency sample stands for both). See [`FrameRun`].
-    pub joins: bool,
 }
 
 impl FrameAt {
@@ -210,7 +206,7 @@ impl FrameAt {
 
 /// Frames `start..end` of an [`EncodedBatch`] that go out as one shared
 /// slice (one iovec, one reference count): consecutive frames of which every
-/// one after the first [`joins`](FrameAt::joins) the one before.
+/// one after the first [`joins`](EncodedBatch::joins) the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameRun {
     pub start: u32,
@@ -232,7 +228,7 @@ impl FrameRun {
     }
 
     /// Appends frame `i` to `runs`: the last run grows when `i` follows it
-    /// and `joins` (frame `i`'s [`FrameAt::joins`]), else `i` starts a run.
+    /// and `joins` ([`EncodedBatch::joins`]), else `i` starts a run.
     /// The fan-out's inner step, once per tick per subscriber.
     #[inline]
     pub fn push(runs: &mut Vec<FrameRun>, i: u32, joins: bool) {
@@ -332,17 +328,12 @@ impl EncodedBatch {
     fn push_frame(&mut self, tick: &Tick, start: usize, end: usize) {
         let chunk = self.chunks.len() as u32;
         let ts_ns = tick.ts_us * 1000;
-        let joins = self
-            .frames
-            .last()
-            .is_some_and(|p| p.chunk == chunk && p.ts_ns == ts_ns);
         self.frames.push(FrameAt {
             sym: tick.sym,
             chunk,
             start: start as u32,
             end: end as u32,
             ts_ns,
-            joins,
         });
     }
 
@@ -381,10 +372,16 @@ impl EncodedBatch {
         self.chunks[chunk as usize].slice(start as usize..end as usize)
     }
 
-    /// Whether frame `i` joins the one before it ([`FrameAt::joins`]).
+    /// Whether frame `i` continues the one before it as one slice: same
+    /// chunk (so its bytes follow on) and same `ts_ns` (so one latency
+    /// sample stands for both). Asked once per tick, not per subscriber.
     #[inline]
     pub fn joins(&self, i: u32) -> bool {
-        self.frames[i as usize].joins
+        let f = &self.frames[i as usize];
+        i > 0 && {
+            let p = &self.frames[i as usize - 1];
+            p.chunk == f.chunk && p.ts_ns == f.ts_ns
+        }
     }
 
     /// Bytes of `run`'s frames together.

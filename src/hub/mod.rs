@@ -50,7 +50,7 @@ use tickwire_protocol::TickMsg;
 
 use crate::feed::{SymbolId, Tick, Universe};
 use crate::metrics::Metrics;
-use crate::outbox::{Fenced, FrameKind, Outbox, Pushed, Wakers};
+use crate::outbox::{Fenced, FrameKind, Outbox, Wakers};
 use crate::sync::{Mutex, MutexGuard};
 use crate::tick::{EncodedBatch, Format, FrameRun, TickFrame, TickKind};
 use history::{History, Replay};
@@ -697,7 +697,7 @@ fn throttled(
                 } else {
                     view.outbox
                         .push_batch(batch, &[FrameRun::one(at)], None)
-                        .map_or_else(|_| (None, None), Pushed::wakers)
+                        .unwrap_or_default()
                 };
                 push_wakers(writers, w);
             }
@@ -852,7 +852,7 @@ impl Publisher {
                     } else {
                         sub.outbox
                             .push_batch(enc.of(sub.format), &[FrameRun::one(at)], None)
-                            .map_or_else(|_| (None, None), Pushed::wakers)
+                            .unwrap_or_default()
                     };
                     push_wakers(&mut self.writers, w);
                     continue;
@@ -876,7 +876,7 @@ impl Publisher {
                         let w = sub
                             .outbox
                             .push_batch(enc.of(sub.format), &[FrameRun::one(at)], None)
-                            .map_or_else(|_| (None, None), Pushed::wakers);
+                            .unwrap_or_default();
                         push_wakers(&mut self.writers, w);
                         continue;
                     }
@@ -899,7 +899,7 @@ impl Publisher {
             let outbox = st.outbox.take().expect("touched slots are staged");
             let batch = self.enc.of(outbox.format());
             match outbox.push_batch(batch, &st.runs, Some(st.unsubscribes)) {
-                Ok(pushed) => push_wakers(&mut self.writers, pushed.wakers()),
+                Ok(w) => push_wakers(&mut self.writers, w),
                 Err(Fenced) => {
                     // An unsubscribe overtook the batch: deliver what is
                     // still subscribed tick by tick, under each topic's
@@ -912,8 +912,8 @@ impl Publisher {
                             .iter()
                             .any(|s| Arc::ptr_eq(&s.outbox, &outbox))
                         {
-                            if let Ok(p) = outbox.push_batch(batch, &[FrameRun::one(i)], None) {
-                                push_wakers(&mut self.writers, p.wakers());
+                            if let Ok(w) = outbox.push_batch(batch, &[FrameRun::one(i)], None) {
+                                push_wakers(&mut self.writers, w);
                             }
                         }
                     }
