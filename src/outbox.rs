@@ -18,11 +18,10 @@
 //!   "slow consumer".
 //!
 //! A queued run references its batch's chunk, which stays allocated until the
-//! run is written. So that a lagging connection cannot pin many chunks, runs
-//! pushed while the queue already holds [`SHARE_DEPTH`] items are copied
-//! instead: a connection pins at most that many chunks (of at most
-//! [`CHUNK_BYTES`](crate::tick::CHUNK_BYTES) each) beyond its own queue
-//! bytes, plus what its writer is busy writing.
+//! run is written. So that a lagging connection cannot pin many chunks, the
+//! chunks its queue references may add up to [`PIN_BUDGET_BYTES`]; runs of
+//! further chunks are copied instead. A connection pins at most that beyond
+//! its own queue bytes, plus what its writer is busy writing.
 //!
 //! Frames owed to the client (replies, snapshots, pongs) are never dropped or
 //! conflated; a client that lets more than twice `max_bytes` pile up without
@@ -58,9 +57,14 @@ pub enum Policy {
     Disconnect,
 }
 
-/// Queue items at which new runs are copied rather than shared (see the
-/// module doc).
-pub const SHARE_DEPTH: usize = 4;
+/// Bytes of batch chunks one connection's queue may keep alive; runs of
+/// chunks past it are copied (see the module doc). Four chunks at their
+/// largest ([`CHUNK_BYTES`](crate::tick::CHUNK_BYTES)); a chunk is as big as
+/// its pass, so at 1,000 clients a writer that is a cycle behind holds dozens
+/// of small passes by reference instead of copying every frame (the copies,
+/// one allocation per frame per subscriber, were a fifth of the server's
+/// CPU there: bench/README.md).
+pub const PIN_BUDGET_BYTES: usize = 4 * crate::tick::CHUNK_BYTES;
 
 /// What a queued item is, for accounting once it is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +166,11 @@ struct State {
     queued_msgs: usize,
     /// Bytes of everything in `queue`.
     queued_bytes: usize,
+    /// Bytes of the chunks `queue` references (at most `PIN_BUDGET_BYTES`).
+    pinned_bytes: usize,
+    /// Address of the chunk counted last in `pinned_bytes`: runs of it are
+    /// free to share. Alive while it is counted, so no other chunk has it.
+    pinned_chunk: usize,
     /// Newest tick of each symbol that did not fit (conflate policy only).
     overflow: HashMap<SymbolId, Overflowed>,
     /// Symbols of `overflow` in the order they first overflowed.
@@ -533,6 +542,8 @@ impl Outbox {
         std::mem::swap(&mut s.queue, batch);
         s.queued_msgs = 0;
         s.queued_bytes = 0;
+        s.pinned_bytes = 0;
+        s.pinned_chunk = 0;
         if !s.overflow_order.is_empty() {
             let State {
                 overflow,
@@ -596,12 +607,16 @@ enum Admit {
 
 /// Queues `run` of `batch` as one item (its frames already admitted).
 fn queue_run(s: &mut State, batch: &EncodedBatch, run: FrameRun) {
-    let shared = batch.run_bytes(run);
-    let bytes = if s.queue.len() >= SHARE_DEPTH {
-        // A lagging connection: do not pin another chunk.
-        Bytes::copy_from_slice(&shared)
+    let (chunk, chunk_len) = batch.run_chunk(run);
+    let bytes = if chunk == s.pinned_chunk {
+        batch.run_bytes(run)
+    } else if s.pinned_bytes + chunk_len <= PIN_BUDGET_BYTES {
+        s.pinned_bytes += chunk_len;
+        s.pinned_chunk = chunk;
+        batch.run_bytes(run)
     } else {
-        shared
+        // A lagging connection: do not pin another chunk.
+        Bytes::copy_from_slice(batch.run_slice(run))
     };
     s.queue.push_back(Outgoing {
         bytes,
@@ -834,12 +849,17 @@ mod tests {
 
     #[test]
     fn a_lagging_connection_copies_instead_of_pinning_chunks() {
-        let o = outbox(Policy::Conflate, 100, 1 << 20);
-        let (b, _) = batch(&[(0, 1), (1, 1)]);
-        let chunk = b.bytes(0).as_ptr_range().start..b.bytes(1).as_ptr_range().end;
-        for i in 0..SHARE_DEPTH + 2 {
+        let o = outbox(Policy::Conflate, 1 << 20, 1 << 30);
+        // Batches of 100 frames, each its own chunk of ~10 KB: the budget
+        // holds six of them, whichever runs of them are queued.
+        let batches: Vec<EncodedBatch> = (0..8).map(|_| batch(&[(0, 1); 100]).0).collect();
+        let chunk_len = batches[0].run_chunk(FrameRun::one(0)).1;
+        let shared_chunks = PIN_BUDGET_BYTES / chunk_len;
+        assert!((2..8).contains(&shared_chunks), "{chunk_len} bytes a chunk");
+        for b in &batches {
+            // Two runs of the same chunk pin it once.
             let _ = o
-                .push_batch(&b, &[FrameRun::one((i % 2) as u32)], None)
+                .push_batch(b, &[FrameRun::one(0), FrameRun::one(2)], None)
                 .unwrap();
         }
         let mut items = VecDeque::new();
@@ -847,11 +867,23 @@ mod tests {
         assert!(o.poll_next(&mut cx, &mut items).is_ready());
         let pinning: Vec<bool> = items
             .iter()
-            .map(|it| chunk.contains(&it.bytes.as_ptr()))
+            .zip(batches.iter().flat_map(|b| [b, b]))
+            .map(|(it, b)| {
+                let (at, len) = b.run_chunk(FrameRun::one(0));
+                (at..at + len).contains(&(it.bytes.as_ptr() as usize))
+            })
             .collect();
-        let mut expected = vec![true; SHARE_DEPTH];
-        expected.extend([false, false]);
+        let mut expected = vec![true; 2 * shared_chunks];
+        expected.resize(16, false);
         assert_eq!(pinning, expected);
+        // Taken by the writer, the queue pins nothing: sharing starts over.
+        let _ = o
+            .push_batch(&batches[7], &[FrameRun::one(0)], None)
+            .unwrap();
+        items.clear();
+        assert!(o.poll_next(&mut cx, &mut items).is_ready());
+        let (at, len) = batches[7].run_chunk(FrameRun::one(0));
+        assert!((at..at + len).contains(&(items[0].bytes.as_ptr() as usize)));
     }
 
     proptest::proptest! {
