@@ -345,8 +345,8 @@ impl EncodedBatch {
         // One copy of the pass's bytes, once per batch: a chunk that kept the
         // building buffer's capacity would pin 16 KiB wherever one frame of
         // it waits, and allocating 16 KiB per pass made glibc consolidate its
-        // free lists on every pass (13% of the server's CPU at 1,000 clients,
-        // bench/README.md).
+        // free lists on every pass (with the per-frame copies of lagging
+        // queues, 18% of the server's CPU at 1,000 clients, bench/README.md).
         if !self.building.is_empty() {
             self.chunks.push(Bytes::copy_from_slice(&self.building));
             self.building.clear();
