@@ -182,6 +182,17 @@ struct State {
     closing: Option<Closing>,
 }
 
+impl State {
+    /// `queue` was emptied (taken by the writer, or dropped at a close): its
+    /// counts, and the chunks it pinned, start over.
+    fn forget_queued(&mut self) {
+        self.queued_msgs = 0;
+        self.queued_bytes = 0;
+        self.pinned_bytes = 0;
+        self.pinned_chunk = 0;
+    }
+}
+
 /// The writer's two wakers (waiting for frames; busy, waiting for a close).
 pub type Wakers = (Option<Waker>, Option<Waker>);
 
@@ -491,8 +502,7 @@ impl Outbox {
             reason,
         });
         s.queue.clear();
-        s.queued_msgs = 0;
-        s.queued_bytes = 0;
+        s.forget_queued();
         let wakers = (s.waker.take(), s.close_waker.take());
         drop(s);
         wake(wakers);
@@ -514,8 +524,7 @@ impl Outbox {
             reason,
         });
         s.queue = VecDeque::new();
-        s.queued_msgs = 0;
-        s.queued_bytes = 0;
+        s.forget_queued();
         s.overflow = HashMap::new();
         s.overflow_order = Vec::new();
         (s.waker.take(), s.close_waker.take())
@@ -540,10 +549,7 @@ impl Outbox {
         // Swap rather than copy: the writer's empty deque keeps its capacity
         // for the next round.
         std::mem::swap(&mut s.queue, batch);
-        s.queued_msgs = 0;
-        s.queued_bytes = 0;
-        s.pinned_bytes = 0;
-        s.pinned_chunk = 0;
+        s.forget_queued();
         if !s.overflow_order.is_empty() {
             let State {
                 overflow,
