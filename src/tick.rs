@@ -2,10 +2,11 @@
 //!
 //! The feed's [`Tick`] is encoded exactly once, by the source that publishes
 //! it, into the complete bytes of an unmasked WebSocket text frame
-//! ([`TickFrame`]). Every subscriber's [`Outbox`](crate::outbox::Outbox) then
-//! holds a reference-counted clone of the same bytes, and the writer hands
-//! them to the kernel as they are: no per-client serialization, copying or
-//! framing. The JSON itself is the protocol crate's
+//! ([`TickFrame`]), on the fan-out path back to back with the rest of its
+//! pass in a shared chunk ([`EncodedBatch`]). Every subscriber's
+//! [`Outbox`](crate::outbox::Outbox) then holds a slice of the same bytes
+//! (one reference per queue per chunk), and the writer hands them to the
+//! kernel as they are: no per-client serialization, copying or framing. The JSON itself is the protocol crate's
 //! ([`tickwire_protocol::TickRef::write_json`]).
 
 use bytes::Bytes;
@@ -206,7 +207,7 @@ impl FrameAt {
 }
 
 /// Frames `start..end` of an [`EncodedBatch`] that go out as one shared
-/// slice (one iovec, one reference count): consecutive frames of which every
+/// slice (one queue item, one iovec): consecutive frames of which every
 /// one after the first [`joins`](EncodedBatch::joins) the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameRun {
@@ -242,8 +243,8 @@ impl FrameRun {
 
 /// The ticks of one publish batch, each encoded once into complete frame
 /// bytes, back to back in a few shared chunks: a connection subscribed to
-/// consecutive ticks of the batch gets one slice (one iovec, one reference
-/// count) for all of them.
+/// consecutive ticks of the batch gets one slice (one queue item, one iovec)
+/// for all of them.
 #[derive(Debug, Default)]
 pub struct EncodedBatch {
     chunks: Vec<Bytes>,
@@ -399,31 +400,19 @@ impl EncodedBatch {
         (self.frames[run.end as usize - 1].end - self.frames[run.start as usize].start) as usize
     }
 
-    /// `run`'s frames as one shared slice.
-    pub fn run_bytes(&self, run: FrameRun) -> Bytes {
-        let (first, last) = self.run_ends(run);
-        self.slice(first.chunk, first.start, last.end)
-    }
-
-    /// `run`'s frames, borrowed (to copy them without touching the chunk's
-    /// reference count).
-    pub fn run_slice(&self, run: FrameRun) -> &[u8] {
-        let (first, last) = self.run_ends(run);
-        &self.chunks[first.chunk as usize][first.start as usize..last.end as usize]
-    }
-
-    /// The chunk `run` lies in: its address (which tells chunks apart while
-    /// they live) and its size (what a queued slice of it pins).
-    pub fn run_chunk(&self, run: FrameRun) -> (usize, usize) {
-        let chunk = &self.chunks[self.frames[run.start as usize].chunk as usize];
-        (chunk.as_ptr() as usize, chunk.len())
-    }
-
-    fn run_ends(&self, run: FrameRun) -> (FrameAt, FrameAt) {
+    /// Where `run`'s frames lie: their chunk, the byte range in it, and
+    /// their generation time (a run's frames share it).
+    #[inline]
+    pub fn run_in_chunk(&self, run: FrameRun) -> (&Bytes, usize, usize, u64) {
         let first = self.frames[run.start as usize];
         let last = self.frames[run.end as usize - 1];
         debug_assert_eq!(first.chunk, last.chunk, "a run lies in one chunk");
-        (first, last)
+        (
+            &self.chunks[first.chunk as usize],
+            first.start as usize,
+            last.end as usize,
+            first.ts_ns,
+        )
     }
 }
 

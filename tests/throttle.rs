@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -22,7 +21,7 @@ use serde_json::json;
 use tickwire::feed::{Tick, Universe};
 use tickwire::hub::{Hub, Publisher, Start};
 use tickwire::metrics::Metrics;
-use tickwire::outbox::{Limits, Next, Outbox, Policy};
+use tickwire::outbox::{FrameQueue, Limits, Next, Outbox, Policy};
 use tickwire_protocol::tick::{scan, Scanned};
 
 fn tick(seq: u64) -> Tick {
@@ -88,12 +87,12 @@ impl Rig {
 
     /// (symbol id, seq) of the ticks the writer would get now, in order.
     fn drain_of(&self) -> Vec<(u32, u64)> {
-        let mut batch = VecDeque::new();
+        let mut batch = FrameQueue::default();
         let mut cx = Context::from_waker(Waker::noop());
         let mut seqs = Vec::new();
         if let Poll::Ready(Next::Frames) = self.outbox.poll_next(&mut cx, &mut batch) {
-            for item in &batch {
-                let mut rest = &item.bytes[..];
+            for (bytes, _) in batch.iter() {
+                let mut rest = bytes;
                 while !rest.is_empty() {
                     let len = rest[1] as usize;
                     if let Scanned::Tick { sym, seq, .. } = scan(&rest[2..2 + len]) {

@@ -10,7 +10,7 @@
 //! once. A share is staged as runs ([`FrameRun`]): a frame that lies right
 //! after the previous one in the same chunk extends the run, so a connection
 //! subscribed to most of a batch stages a few ranges, not a list of frames,
-//! and the outbox admits a run whole (one slice, one refcount) when its
+//! and the outbox admits a run whole (one slice of the shared chunk) when its
 //! limits have room for all of it. Each topic has its own lock,
 //! taken once per tick by the publisher and briefly by (un)subscribes;
 //! holding it across "store latest + stage" and "add subscriber + send
@@ -937,11 +937,10 @@ fn push_wakers(writers: &mut Vec<Waker>, (a, b): Wakers) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
     use std::task::{Context, Poll};
 
     use super::*;
-    use crate::outbox::{Limits, Next, Policy};
+    use crate::outbox::{FrameQueue, Limits, Next, Policy};
 
     fn tick(sym: SymbolId, seq: u64) -> Tick {
         Tick {
@@ -957,10 +956,10 @@ mod tests {
 
     /// Frames the writer would get: (number of ticks, of them the replies).
     fn drain(o: &Outbox) -> Vec<FrameKind> {
-        let mut batch = VecDeque::new();
+        let mut batch = FrameQueue::default();
         let mut cx = Context::from_waker(Waker::noop());
         match o.poll_next(&mut cx, &mut batch) {
-            Poll::Ready(Next::Frames) => batch.iter().map(|f| f.kind).collect(),
+            Poll::Ready(Next::Frames) => batch.iter().map(|(_, kind)| kind).collect(),
             _ => Vec::new(),
         }
     }

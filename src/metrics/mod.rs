@@ -51,7 +51,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn new() -> Shard {
+    pub(crate) fn new() -> Shard {
         Shard {
             latency: histogram(),
             fanout: histogram(),
@@ -131,6 +131,10 @@ pub struct Metrics {
     pub(crate) resumes_lost: AtomicU64,
     pub(crate) replayed_ticks: AtomicU64,
     pub(crate) conflated: AtomicU64,
+    /// Runs of ticks copied into a queue instead of shared, because the
+    /// queue already kept its budget of feed chunks alive
+    /// ([`PIN_BUDGET_BYTES`](crate::outbox::PIN_BUDGET_BYTES)).
+    pub(crate) copied_runs: AtomicU64,
     /// Ticks a throttled view replaced before its interval ended (folded).
     pub(crate) throttled: AtomicU64,
     /// Ticks a throttled view sent at the end of an interval.
@@ -164,6 +168,7 @@ impl Default for Metrics {
             resumes_lost: AtomicU64::new(0),
             replayed_ticks: AtomicU64::new(0),
             conflated: AtomicU64::new(0),
+            copied_runs: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             throttled_delayed: AtomicU64::new(0),
             sse_streams: AtomicI64::new(0),
@@ -190,6 +195,10 @@ impl Metrics {
 
     pub fn add_conflated(&self, n: u64) {
         self.conflated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_copied_runs(&self, n: u64) {
+        self.copied_runs.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts the symbols of a subscribe that asked to resume (`Some`), by
@@ -258,6 +267,7 @@ impl Metrics {
                 bytes_sent: r.total.sent.bytes_sent,
                 writes: r.total.sent.writes,
                 conflated: self.conflated.load(Ordering::Relaxed),
+                copied_runs: self.copied_runs.load(Ordering::Relaxed),
                 throttled: self.throttled.load(Ordering::Relaxed),
                 throttled_delayed: self.throttled_delayed.load(Ordering::Relaxed),
                 rejected_connections: self

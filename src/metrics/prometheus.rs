@@ -76,6 +76,12 @@ impl Metrics {
                 t.conflated,
             ),
             (
+                "tickwire_copied_runs_total",
+                "counter",
+                "Runs of ticks copied into a lagging connection's queue instead of shared: the queue already kept its budget of feed chunks (256 KiB) alive.",
+                t.copied_runs,
+            ),
+            (
                 "tickwire_throttled_ticks_total",
                 "counter",
                 "Ticks folded by throttled views: replaced by a newer tick of the same symbol before the view's interval ended.",

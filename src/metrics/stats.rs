@@ -17,6 +17,9 @@ pub struct Totals {
     pub bytes_sent: u64,
     pub writes: u64,
     pub conflated: u64,
+    /// Runs of ticks a lagging connection's queue copied instead of
+    /// sharing (it already kept its budget of feed chunks alive).
+    pub copied_runs: u64,
     /// Ticks folded by throttled views (a newer tick replaced them before
     /// the interval ended); apart from `conflated`.
     pub throttled: u64,

@@ -20,7 +20,6 @@
 //! quiet stream. There is no idle timeout: the client cannot send anything;
 //! a vanished client is seen when a write fails.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -37,7 +36,7 @@ use crate::clock;
 use crate::close::DisconnectReason;
 use crate::feed::SymbolId;
 use crate::hub::SseResume;
-use crate::outbox::{FrameKind, Next, Outbox, Outgoing, Policy};
+use crate::outbox::{FrameKind, FrameQueue, Next, Outbox, Policy};
 use crate::state::AppState;
 use crate::tick::Format;
 
@@ -63,7 +62,7 @@ pub struct SseBody {
     state: Arc<AppState>,
     session_id: u32,
     symbols: Vec<SymbolId>,
-    batch: VecDeque<Outgoing>,
+    batch: FrameQueue,
     heartbeat: Pin<Box<tokio::time::Sleep>>,
     /// Fires at the token's `exp` (none without auth): an SSE client
     /// cannot send a fresh token, so the stream ends with `token_expired`
@@ -178,7 +177,7 @@ pub fn open(
         state: state.clone(),
         session_id,
         symbols,
-        batch: VecDeque::new(),
+        batch: FrameQueue::default(),
         heartbeat: Box::pin(tokio::time::sleep(state.session.clocks.heartbeat)),
         expiry: params
             .grant
@@ -195,10 +194,10 @@ fn serde_json_data(reset: &Reset) -> String {
 
 impl SseBody {
     /// Accounts one event as sent (handed to hyper, which writes it next).
-    fn sent(&self, item: &Outgoing) {
+    fn sent(&self, bytes: &Bytes, kind: FrameKind) {
         let mut shard = self.outbox.metrics().shard();
-        shard.bytes_sent += item.bytes.len() as u64;
-        item.kind.account_sent(&mut shard, clock::wall_ns());
+        shard.bytes_sent += bytes.len() as u64;
+        kind.account_sent(&mut shard, clock::wall_ns());
     }
 
     /// The token expired: the `error` event (as the WebSocket session's
@@ -234,28 +233,28 @@ impl hyper::body::Body for SseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         loop {
-            if let Some(item) = this.batch.pop_front() {
-                this.sent(&item);
+            if let Some((bytes, kind)) = this.batch.pop_front() {
+                this.sent(&bytes, kind);
                 this.reset_heartbeat();
-                return Poll::Ready(Some(Ok(Frame::data(item.bytes))));
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
             if this.done {
                 return Poll::Ready(None);
             }
             match this.outbox.poll_next(cx, &mut this.batch) {
                 Poll::Ready(Next::Frames) => continue,
-                Poll::Ready(Next::Close(c)) => {
+                Poll::Ready(Next::Close(mut c)) => {
                     // The end of the stream; a comment says why (an
                     // EventSource reconnects by itself, and resumes).
                     // The frames owed before the close (the error event
                     // that explains it) go first.
                     this.done = true;
-                    this.batch.extend(c.flush);
+                    this.batch.append(&mut c.flush);
                     if c.reason != DisconnectReason::Client {
-                        this.batch.push_back(Outgoing {
-                            bytes: Bytes::from(format!(": closing: {}\n\n", c.reason.label())),
-                            kind: FrameKind::Control,
-                        });
+                        this.batch.push(
+                            Bytes::from(format!(": closing: {}\n\n", c.reason.label())),
+                            FrameKind::Control,
+                        );
                     }
                     continue;
                 }
@@ -269,10 +268,10 @@ impl hyper::body::Body for SseBody {
                 }
             }
             if this.heartbeat.as_mut().poll(cx).is_ready() {
-                this.batch.push_back(Outgoing {
-                    bytes: Bytes::from(format!(": heartbeat {}\n\n", clock::wall_us())),
-                    kind: FrameKind::Control,
-                });
+                this.batch.push(
+                    Bytes::from(format!(": heartbeat {}\n\n", clock::wall_us())),
+                    FrameKind::Control,
+                );
                 this.reset_heartbeat();
                 continue;
             }

@@ -12,7 +12,6 @@
 //! finishes a frame it had half written, sends the close frame, and
 //! half-closes.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -20,7 +19,6 @@ use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Buf;
 use tickwire_protocol::Reply;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -29,7 +27,7 @@ use super::Settings;
 use crate::clock;
 use crate::close::DisconnectReason;
 use crate::metrics::Metrics;
-use crate::outbox::{Closing, FrameKind, Next, Outbox, Outgoing};
+use crate::outbox::{Closing, Delivered, FrameKind, FrameQueue, Next, Outbox};
 use crate::wire::{self, OPCODE_PING};
 
 /// How long a closing connection may take to deliver its close frame (and
@@ -50,7 +48,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
 ) -> DisconnectReason {
     let clocks = &settings.clocks;
     let metrics = outbox.metrics().clone();
-    let mut batch: VecDeque<Outgoing> = VecDeque::new();
+    let mut batch = FrameQueue::default();
     // Bytes of `batch[0]` already written: a frame must be finished before
     // anything else (a close frame) may follow it.
     let mut head_partial = false;
@@ -66,7 +64,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     // (a timer poll was a sixth of the writer's instructions at one tick per
     // wake-up); between resets, `is_elapsed` says whether it fired.
     let mut timer_registered = false;
-    let closing: Closing = loop {
+    let mut closing: Closing = loop {
         let step = std::future::poll_fn(|cx| {
             if let Poll::Ready(step) =
                 poll_step(cx, &mut wr, outbox, &mut batch, &mut head_partial, &metrics)
@@ -105,16 +103,10 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             let hb = Reply::Heartbeat {
                 ts: clock::wall_us(),
             };
-            batch.push_back(Outgoing {
-                bytes: wire::reply_frame(&hb),
-                kind: FrameKind::Text,
-            });
+            batch.push(wire::reply_frame(&hb), FrameKind::Text);
         }
         if due.ping {
-            batch.push_back(Outgoing {
-                bytes: wire::frame(OPCODE_PING, b"tickwire"),
-                kind: FrameKind::Control,
-            });
+            batch.push(wire::frame(OPCODE_PING, b"tickwire"), FrameKind::Control);
         }
         timer.as_mut().reset(clock::instant_at_ms(
             deadlines.next(last_heard).max(now + 1),
@@ -128,11 +120,8 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         if closing.flush.is_empty() {
             batch.truncate(usize::from(head_partial));
         }
-        batch.extend(closing.flush);
-        batch.push_back(Outgoing {
-            bytes: closing.frame,
-            kind: FrameKind::Control,
-        });
+        batch.append(&mut closing.flush);
+        batch.push(closing.frame, FrameKind::Control);
         // A slow consumer may be stalled for a while yet: its queue is gone,
         // only the close frame is owed, so it gets a long grace to read it
         // (and learn why it was dropped), up to a bound on how many wait.
@@ -174,7 +163,7 @@ fn poll_step<W: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     wr: &mut W,
     outbox: &Outbox,
-    batch: &mut VecDeque<Outgoing>,
+    batch: &mut FrameQueue,
     head_partial: &mut bool,
     metrics: &Metrics,
 ) -> Poll<Step> {
@@ -194,7 +183,7 @@ fn poll_step<W: AsyncWrite + Unpin>(
 /// frame. Cancel-safe: progress lives in `batch` itself.
 async fn write_batch<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    batch: &mut VecDeque<Outgoing>,
+    batch: &mut FrameQueue,
     head_partial: &mut bool,
     metrics: &Metrics,
 ) -> io::Result<()> {
@@ -204,7 +193,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
 fn poll_write_batch<W: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     wr: &mut W,
-    batch: &mut VecDeque<Outgoing>,
+    batch: &mut FrameQueue,
     head_partial: &mut bool,
     metrics: &Metrics,
 ) -> Poll<io::Result<()>> {
@@ -221,23 +210,12 @@ fn poll_write_batch<W: AsyncWrite + Unpin>(
         if written == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
-        let now_ns = clock::wall_ns();
+        let mut sent = Delivered::at(clock::wall_ns());
         let mut shard = metrics.shard();
         shard.writes += 1;
         shard.bytes_sent += written as u64;
-        let mut left = written;
-        while left > 0 {
-            let head = batch.front_mut().expect("written bytes belong to frames");
-            if left < head.bytes.len() {
-                head.bytes.advance(left);
-                *head_partial = true;
-                break;
-            }
-            left -= head.bytes.len();
-            *head_partial = false;
-            head.kind.account_sent(&mut shard, now_ns);
-            batch.pop_front();
-        }
+        *head_partial = batch.consume(written, &mut sent, &mut shard);
+        sent.finish(&mut shard);
     }
     Poll::Ready(Ok(()))
 }
@@ -247,14 +225,10 @@ fn poll_write_batch<W: AsyncWrite + Unpin>(
 fn poll_writev<const N: usize, W: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     wr: &mut W,
-    batch: &VecDeque<Outgoing>,
+    batch: &FrameQueue,
 ) -> Poll<io::Result<usize>> {
     let mut slices = [IoSlice::new(&[]); N];
-    let n = batch
-        .iter()
-        .zip(slices.iter_mut())
-        .map(|(f, s)| *s = IoSlice::new(&f.bytes))
-        .count();
+    let n = batch.io_slices(&mut slices);
     Pin::new(wr).poll_write_vectored(cx, &slices[..n])
 }
 
