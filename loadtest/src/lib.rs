@@ -37,7 +37,8 @@
 //!   per run ([`state::Shared`]); [`target`]: the `ws://` URL they dial.
 //! - Beside the flow: [`report`]: the table, JSON and .hgrm of the results;
 //!   [`plot`]: the latency-by-percentile chart; [`server`]: the server under
-//!   test as a process (start it, sample its CPU and RSS, stop it).
+//!   test as a process (start it, sample its CPU and RSS, stop it);
+//!   [`host`]: the machine around it (the hypervisor's steal per window).
 //!
 //! The harness speaks the protocol through `tickwire-protocol` (the subscribe
 //! request, the tick scan), the one definition of the wire format, but does
@@ -49,6 +50,7 @@
 pub mod account;
 pub mod client;
 pub mod frame;
+pub mod host;
 pub mod measure;
 pub mod plot;
 pub mod report;

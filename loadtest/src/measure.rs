@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::account::{new_histogram, TsUnit, WorkerStats};
 use crate::client::{ConnSpec, CLOSE_TIMEOUT, CONNECT_TIMEOUT};
+use crate::host::CpuTimes;
 use crate::report::{Percentiles, RunReport, ServerUsage};
 use crate::scenario::SymbolSet;
 use crate::server::{self, ProcSample};
@@ -228,6 +229,8 @@ struct Window {
     secs: f64,
     /// CPU seconds the client used in the window.
     client_cpu_secs: f64,
+    /// The hypervisor's share of the machine's CPU time in the window.
+    host_steal_percent: f64,
     /// The server at the window's start and end.
     server_start: Option<ProcSample>,
     server_end: Option<ProcSample>,
@@ -245,6 +248,7 @@ fn measure(
     display: &mut Display,
 ) -> Window {
     let cpu0 = server::self_cpu_secs();
+    let host0 = CpuTimes::now();
     let srv0 = sample(watch);
     let mut rss_max = srv0.map_or(0, |s| s.rss_kib);
     shared.measuring.store(true, Relaxed);
@@ -264,9 +268,14 @@ fn measure(
     let secs = m0.elapsed().as_secs_f64();
     let srv1 = sample(watch);
     let client_cpu_secs = server::self_cpu_secs() - cpu0;
+    let host_steal_percent = match (host0, CpuTimes::now()) {
+        (Some(a), Some(b)) => a.steal_percent_until(&b),
+        _ => 0.0,
+    };
     Window {
         secs,
         client_cpu_secs,
+        host_steal_percent,
         server_start: srv0,
         server_end: srv1,
         server_rss_max_kib: rss_max,
@@ -388,6 +397,7 @@ fn into_report(
         connect: Percentiles::of(&stats.connect),
         negative_latency: stats.negative_latency,
         client_cpu_percent: window.client_cpu_secs / measured_secs * 100.0,
+        host_steal_percent: window.host_steal_percent,
         server,
         latency_hist: stats.latency.clone(),
     }

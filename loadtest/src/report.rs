@@ -98,6 +98,10 @@ pub struct RunReport {
     pub negative_latency: u64,
     /// Client CPU during the measurement window, % of one core.
     pub client_cpu_percent: f64,
+    /// CPU time the hypervisor took from this machine during the window, %
+    /// of all its CPU time ([`crate::host`]): above a few %, the window
+    /// measured the host more than the server.
+    pub host_steal_percent: f64,
     pub server: Option<ServerUsage>,
     #[serde(skip)]
     pub latency_hist: Histogram<u64>,
@@ -264,12 +268,13 @@ impl ScenarioReport {
                 }
             }
             notes.push(format!(
-                "connect p50 {} p99 {}; {} msgs, {} ticks total, {:.1} MB/s",
+                "connect p50 {} p99 {}; {} msgs, {} ticks total, {:.1} MB/s; host steal {:.1}%",
                 ms(r.connect.p50_us),
                 ms(r.connect.p99_us),
                 r.total.msgs,
                 r.total.ticks,
-                r.bytes_per_sec / 1e6
+                r.bytes_per_sec / 1e6,
+                r.host_steal_percent
             ));
             let _ = writeln!(s, "  {}: {}", r.label, notes.join("; "));
         }
