@@ -6,7 +6,8 @@
 //! pass in a shared chunk ([`EncodedBatch`]). Every subscriber's
 //! [`Outbox`](crate::outbox::Outbox) then holds a slice of the same bytes
 //! (one reference per queue per chunk), and the writer hands them to the
-//! kernel as they are: no per-client serialization, copying or framing. The JSON itself is the protocol crate's
+//! kernel as they are: no per-client serialization, copying or framing. The
+//! JSON itself is the protocol crate's
 //! ([`tickwire_protocol::TickRef::write_json`]).
 
 use bytes::Bytes;

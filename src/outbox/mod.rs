@@ -69,7 +69,7 @@ pub enum Policy {
 /// and 3M msgs/s one feed pass is three or four full chunks of which a
 /// connection wants a tenth, and a writer a pass or two behind is not a
 /// lagging one; with four, it copied most of its runs and the allocator
-/// took 8–13% of the server's CPU (bench/README.md).
+/// took 4–13% of the server's CPU (bench/README.md).
 pub const PIN_BUDGET_BYTES: usize = 16 * crate::tick::CHUNK_BYTES;
 
 /// Queue bounds of one connection.
