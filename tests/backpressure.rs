@@ -40,8 +40,12 @@ async fn disconnect_policy_closes_a_stalled_client_with_1008() {
     let reader = fast_reader(reader, 4000);
 
     // Subscribes to everything, then stops reading.
-    let mut staller =
-        Client::connect(server.addr, "/ws?symbols=*&policy=disconnect", Some(4096)).await;
+    let mut staller = Client::connect(
+        server.addr,
+        "/ws?symbols=*&policy=disconnect",
+        Some(SMALL_RECV_BUFFER),
+    )
+    .await;
     server
         .until("the slow-consumer disconnect", |hub| {
             hub.metrics()
@@ -65,8 +69,12 @@ async fn conflate_policy_bounds_a_stalled_client_and_resumes_fresh() {
     let server = start(BUSY).await;
     let reader = fast_reader(server.client("/ws?symbols=S9").await, 4000);
 
-    let mut staller =
-        Client::connect(server.addr, "/ws?symbols=*&policy=conflate", Some(4096)).await;
+    let mut staller = Client::connect(
+        server.addr,
+        "/ws?symbols=*&policy=conflate",
+        Some(SMALL_RECV_BUFFER),
+    )
+    .await;
     server
         .until("conflation", |hub| {
             hub.metrics().snapshot_totals().conflated > 2000
@@ -133,7 +141,7 @@ async fn a_client_that_never_reads_its_replies_is_closed() {
     .await;
     let mut bystander = server.client("/ws?symbols=AAPL").await;
     bystander.json_of("subscribed").await;
-    let mut flooder = Client::connect(server.addr, "/ws", Some(4096)).await;
+    let mut flooder = Client::connect(server.addr, "/ws", Some(SMALL_RECV_BUFFER)).await;
     let mut sent = 0;
     while server
         .hub

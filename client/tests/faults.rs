@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tickwire_client::{Client, Event, Policy, TickKind};
+use tickwire_client::{Client, Event, Policy, TickKind, MIN_RECV_BUFFER};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -262,16 +262,16 @@ async fn a_server_restart_is_a_new_epoch_and_no_stale_seq_continues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_stalled_on_the_disconnect_policy_learns_why_and_resumes_with_no_hole() {
-    // 8,000 ticks/s (890 KB/s) fill the socket buffers (at most 4 MiB
-    // here) and the queue well within the stall, so the server drops the
-    // bot; the stall misses at most 20,000 ticks per symbol: a history of
-    // 32,768 covers it.
+    // 8,000 ticks/s (890 KB/s) fill the socket buffers (the server's at
+    // most 4 MiB, the bot's 512 KiB) and the queue within 6 s of the 10 s
+    // stall, so the server drops the bot; the stall misses at most 20,000
+    // ticks per symbol: a history of 32,768 covers it.
     let server = start(&["--synthetic", "4", "--rate", "2000", "--history", "32768"]).await;
     let mut client = Client::builder(&server.url())
         .symbols(syms(4))
         .policy(Policy::Disconnect)
         .event_buffer(16)
-        .recv_buffer(4096)
+        .recv_buffer(MIN_RECV_BUFFER)
         .connect()
         .unwrap();
     let mut book = Book::default();

@@ -136,9 +136,17 @@ pub struct Client {
     pub welcome: Value,
 }
 
+/// The receive buffer of a test client that is to stall: small, so that it
+/// backs up fast, yet not below the client crate's `MIN_RECV_BUFFER` (see
+/// there): with 4 KiB, Linux could leave a connection crawling on window
+/// probes at about 10 KB/s, and a stalled client that reads again would
+/// take minutes to reach its close frame.
+pub const SMALL_RECV_BUFFER: u32 = 256 * 1024;
+
 impl Client {
-    /// Connects to `ws://addr{path}`; `recv_buffer` shrinks the socket's
-    /// receive buffer, so that a client that stops reading backs up fast.
+    /// Connects to `ws://addr{path}`; `recv_buffer` (e.g.
+    /// [`SMALL_RECV_BUFFER`]) shrinks the socket's receive buffer, so that a
+    /// client that stops reading backs up fast.
     pub async fn connect(addr: SocketAddr, path: &str, recv_buffer: Option<u32>) -> Client {
         let socket = TcpSocket::new_v4().unwrap();
         if let Some(n) = recv_buffer {
