@@ -702,10 +702,9 @@ const CALM_WINDOWS: usize = 3;
 /// few seconds (the watchlist at 4/s per symbol, the chart every tick) and
 /// says so; then, over 5 s (one of [`CALM_WINDOWS`] tries), no task keeps
 /// its main thread busy for more than [`LONG_TASK_MAX_MS`], and frames and
-/// ticks keep coming. A user who
-/// unticks calm gets every tick, and the page stays live and keeps that
-/// choice (its long tasks are printed: 68-104 ms here, not bounded, as
-/// that view's load is the user's choice).
+/// ticks keep coming. A user who unticks calm gets every tick, and the page
+/// stays live and keeps that choice (its long tasks are printed: 68-104 ms
+/// here, not bounded, as that view's load is the user's choice).
 async fn run_busy(c: &Client) -> Res {
     // A short history: 2,000 symbols' rings would otherwise fill with
     // ticks no one here resumes.

@@ -206,6 +206,19 @@ pub enum Error {
     Stopped,
 }
 
+/// The smallest receive buffer [`ClientBuilder::recv_buffer`] sets: 256 KiB.
+///
+/// Linux cuts its segments to half the largest window the peer has offered,
+/// and computes the window from the buffer and the measured overhead of
+/// what arrives. With a 4 KiB buffer we saw the server's segments settle at
+/// 2,048 bytes and the window at 2,044: nothing fits, so the data moved only
+/// by window probes, one every 200 ms, about 10 KB/s against a feed of
+/// 890 KB/s: a resumed bot read only old, duplicate ticks for the 28 s we
+/// watched, with 2.6 MB still queued in the kernel. From 256 KiB (512 KiB
+/// once the kernel doubles it) the window stays well above the largest
+/// segment, 64 KiB on loopback.
+pub const MIN_RECV_BUFFER: u32 = 256 * 1024;
+
 /// Settings of a [`Client`]; start with [`Client::builder`].
 ///
 /// ```no_run
@@ -223,18 +236,6 @@ pub enum Error {
 ///     .connect()?;
 /// # Ok(()) }
 /// ```
-/// The smallest receive buffer [`ClientBuilder::recv_buffer`] sets: 256 KiB.
-///
-/// Linux cuts its segments to half the largest window the peer has offered,
-/// and computes the window from the buffer and the measured overhead of
-/// what arrives. With a 4 KiB buffer we saw the server's segments settle at
-/// 2,048 bytes and the window at 2,044: nothing fits, so the data moved only
-/// by window probes, one every 200 ms, about 10 KB/s against a feed of
-/// 890 KB/s: a resumed bot read only old, duplicate ticks for the 28 s we
-/// watched, with 2.6 MB still queued in the kernel. From 256 KiB (512 KiB once the kernel doubles it) the window
-/// stays well above the largest segment, 64 KiB on loopback.
-pub const MIN_RECV_BUFFER: u32 = 256 * 1024;
-
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     urls: Vec<String>,
