@@ -8,7 +8,7 @@
 //! (one reference per queue per chunk), and the writer hands them to the
 //! kernel as they are: no per-client serialization, copying or framing. The
 //! JSON itself is the protocol crate's
-//! ([`tickwire_protocol::TickRef::write_json`]).
+//! [`TickRef::write_json`](tickwire_protocol::TickRef::write_json).
 
 use bytes::Bytes;
 use tickwire_protocol::{BinaryTick, Decimal, TickRef, TsDigits};
